@@ -1,0 +1,5 @@
+import sys
+
+from genbits.cli import main
+
+sys.exit(main())

@@ -1,0 +1,50 @@
+"""A single Gaussian with a learned mean and Cholesky factor: the simplest density model (and a fixed family for
+comparing divergences — under reverse KL it collapses onto one mode, under forward KL it spreads over all)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from genbits.registry import MODELS
+
+
+class Gaussian(nn.Module):
+    def __init__(self, dim: int, full_covariance: bool = True):
+        super().__init__()
+        self.dim, self.full_covariance = dim, full_covariance
+        self.mean = nn.Parameter(torch.zeros(dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.off_diag = nn.Parameter(torch.zeros(dim * (dim - 1) // 2)) if full_covariance else None
+        self.register_buffer("tril_index", torch.tril_indices(dim, dim, offset=-1), persistent=False)
+
+    def scale_tril(self) -> Tensor:
+        """L with Σ = L Lᵀ: positive diagonal exp(log_diag), free strictly-lower part."""
+        L = torch.diag_embed(self.log_diag.exp())
+        if self.off_diag is not None:
+            L = L.index_put((self.tril_index[0], self.tril_index[1]), self.off_diag)
+        return L
+
+    def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+        z = torch.linalg.solve_triangular(self.scale_tril(), (x - self.mean).unsqueeze(-1), upper=False)
+        z = z.squeeze(-1)  # (B, D)
+        return -0.5 * (z**2).sum(-1) - self.log_diag.sum() - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def rsample_and_log_prob(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        eps = torch.randn(n, self.dim, generator=generator, device=self.mean.device)
+        x = self.mean + eps @ self.scale_tril().T
+        log_q = -0.5 * (eps**2).sum(-1) - self.log_diag.sum() - 0.5 * self.dim * math.log(2 * math.pi)
+        return x, log_q
+
+    def sample(self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample_and_log_prob(n, generator)[0]
+
+
+@MODELS.register("gaussian")
+def gaussian(event_shape: tuple[int, ...], full_covariance: bool = True) -> Gaussian:
+    if len(event_shape) != 1:
+        raise ValueError(f"the Gaussian model takes vectors; this dataset has event shape {event_shape}")
+    return Gaussian(event_shape[0], full_covariance)

@@ -1,0 +1,47 @@
+"""Divergences estimated from log-densities: forward KL (maximum likelihood) and reverse KL to a known target."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from genbits.data.base import Batch, SampledDataset
+from genbits.objectives.base import Losses
+from genbits.registry import OBJECTIVES
+
+
+class MaximumLikelihood:
+    """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering)."""
+
+    def __call__(self, model: nn.Module, batch: Batch) -> Losses:
+        nll = -model.log_prob(batch.x).mean()
+        return Losses({"model": nll}, {"nll": nll.detach()})
+
+
+class ReverseKL:
+    """Reverse KL(p_θ ‖ p*) = E_{p_θ}[log p_θ(x) − log p*(x)] from reparameterized model samples (mode-seeking).
+
+    Needs the target's log-density (unnormalized is fine: the constant shifts the loss, not the gradient) and a
+    model with ``rsample_and_log_prob``. The data batch is used only for its size.
+    """
+
+    def __init__(self, dataset: SampledDataset, samples: int = 0):
+        if not getattr(dataset, "has_log_prob", False):
+            raise ValueError(f"reverse KL needs a dataset with a known density; {type(dataset).__name__} has none")
+        if samples < 0:
+            raise ValueError(f"samples must be >= 0 (0 uses the batch size), got {samples}")
+        self.target, self.samples = dataset, samples
+
+    def __call__(self, model: nn.Module, batch: Batch) -> Losses:
+        x, log_q = model.rsample_and_log_prob(self.samples or len(batch))
+        kl = (log_q - self.target.log_prob(x)).mean()
+        return Losses({"model": kl}, {"reverse_kl": kl.detach()})
+
+
+@OBJECTIVES.register("likelihood")
+def likelihood() -> MaximumLikelihood:
+    return MaximumLikelihood()
+
+
+@OBJECTIVES.register("reverse-kl")
+def reverse_kl(dataset: SampledDataset, samples: int = 0) -> ReverseKL:
+    return ReverseKL(dataset, samples)

@@ -1,0 +1,100 @@
+"""Update rules: they own the players' optimizers and decide where and how often the gradient field is evaluated.
+
+A rule sees a ``Batches`` supplier: ``first`` is the step's batch, ``fresh()`` draws another one for rules whose
+stages want new data. Single-player training is the simplest rule, ``gd``: one evaluation, one optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from genbits.config import OptimConfig, PlayerOptim
+from genbits.data.base import Batch
+from genbits.objectives.base import Losses
+from genbits.optim.field import GradientField, Grads
+from genbits.registry import RULES
+
+
+class Batches:
+    """The data a rule may use in one step: the step's own batch, and fresh ones on demand."""
+
+    def __init__(self, first: Batch, draw: Callable[[], Batch]):
+        self.first, self._draw = first, draw
+
+    def fresh(self) -> Batch:
+        return self._draw()
+
+
+def make_optimizer(params: list[nn.Parameter], s: PlayerOptim) -> torch.optim.Optimizer:
+    """A torch optimizer from resolved per-player settings."""
+    if s.optimizer in ("adam", "adamw", "adamax"):
+        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[s.optimizer]
+        return cls(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    return torch.optim.RMSprop(params, lr=s.lr, momentum=s.momentum, eps=s.eps, weight_decay=s.weight_decay)
+
+
+def lr_factor(optim: OptimConfig, step: int, total: int) -> float:
+    """Linear warm-up over ``warmup_steps``, then constant or cosine decay to ``final_lr_ratio`` at ``total``."""
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - optim.warmup_steps) / max(1, total - optim.warmup_steps))
+    r = optim.final_lr_ratio
+    return r + (1 - r) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class UpdateRule:
+    """Base class: per-player optimizers, learning-rate scaling, gradient clipping and checkpointable state."""
+
+    def __init__(self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField):
+        self.field = field
+        self.settings = {name: optim.for_player(name) for name in players}
+        self.optimizers = {name: make_optimizer(field.params[name], self.settings[name]) for name in players}
+        self.lr_scale = 1.0  # lowered by NaN rollbacks; checkpointed
+
+    def step(self, batches: Batches) -> Losses:
+        raise NotImplementedError
+
+    def set_lr_factor(self, factor: float) -> None:
+        for name, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self.settings[name].lr * factor * self.lr_scale
+
+    def apply(self, name: str, grads: list[Tensor]) -> None:
+        """One optimizer step of player ``name`` along ``grads`` (clipped to the player's grad_clip)."""
+        params = self.field.params[name]
+        for p, g in zip(params, grads):
+            p.grad = g
+        if self.settings[name].grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, self.settings[name].grad_clip)
+        self.optimizers[name].step()
+        for p in params:
+            p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lr_scale": self.lr_scale, "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.lr_scale = float(state["lr_scale"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+
+
+@RULES.register("gd")
+class GradientStep(UpdateRule):
+    """One field evaluation, then every player steps with its own optimizer (simultaneous when there are several)."""
+
+    def step(self, batches: Batches) -> Losses:
+        grads: Grads
+        grads, out = self.field(batches.first)
+        for name, g in grads.items():
+            self.apply(name, g)
+        return out

@@ -1,0 +1,107 @@
+"""Pictures of samples: scatter + learned density for 2-D data, grids for images. PNG files, no display needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import Tensor  # noqa: E402
+
+from genbits.data.base import SampledDataset  # noqa: E402
+from genbits.train.stream import seeded_generator  # noqa: E402
+
+
+def image_grid(images: Tensor, columns: int = 8) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] → one (rows·H, columns·W[, C]) array with 1-pixel gaps."""
+    images = images.detach().float().clamp(0, 1).cpu()
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    grid = torch.ones(c, rows * (h + 1) - 1, columns * (w + 1) - 1)
+    for i, img in enumerate(images):
+        r, col = divmod(i, columns)
+        grid[:, r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = img
+    array = grid.permute(1, 2, 0).numpy()
+    return array[..., 0] if c == 1 else array
+
+
+def scatter_limits(points: np.ndarray) -> tuple[float, float, float, float]:
+    lo, hi = np.percentile(points, [0.5, 99.5], axis=0)
+    pad = 0.15 * (hi - lo).max() + 1e-3
+    centre, half = (lo + hi) / 2, (hi - lo).max() / 2 + pad
+    return centre[0] - half, centre[0] + half, centre[1] - half, centre[1] + half
+
+
+@torch.no_grad()
+def log_density_grid(model, limits: tuple[float, float, float, float], size: int = 200) -> np.ndarray:
+    x0, x1, y0, y1 = limits
+    xs, ys = torch.linspace(x0, x1, size), torch.linspace(y0, y1, size)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    device = next(model.parameters()).device
+    values = torch.cat([model.log_prob(chunk.to(device)).cpu() for chunk in grid.split(8192)])
+    return values.reshape(size, size).numpy()
+
+
+@torch.no_grad()
+def plot_samples(model, dataset, path: Path, generator: torch.Generator, n: int = 2000) -> None:
+    """Data beside model samples (and the model's density where it has one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = model.sample(n, generator=generator).cpu()
+    if samples.dim() == 2 and samples.shape[1] == 2:
+        data = (
+            dataset.sample(n, seeded_generator(0, 11)).x
+            if isinstance(dataset, SampledDataset)
+            else dataset.x[:n].reshape(-1, 2)
+        )
+        plot_2d(data.numpy(), samples.numpy(), model if hasattr(model, "log_prob") else None, path)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 5))
+        grid = image_grid(samples[:64].reshape(-1, *dataset.event_shape))
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_axis_off()
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+
+
+def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
+    panels = 3 if model is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4))
+    limits = scatter_limits(data)
+    for ax, points, title in ((axes[0], data, "data"), (axes[1], samples, "model samples")):
+        ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color="C0" if title == "data" else "C1")
+        ax.set_title(title)
+    if model is not None:
+        density = np.exp(log_density_grid(model, limits))
+        axes[2].imshow(density, origin="lower", extent=limits, cmap="viridis", aspect="auto")
+        axes[2].set_title("model density")
+    for ax in axes:
+        ax.set_xlim(limits[:2])
+        ax.set_ylim(limits[2:])
+        ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_metrics(records: list[dict], path: Path) -> list[str]:
+    """One panel per logged metric against step; returns the metric names plotted."""
+    names = sorted({k for r in records for k in r if k not in ("step", "samples", "time", "event", "lr_scale")})
+    if not names:
+        return []
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.2 * len(names)), squeeze=False)
+    for ax, name in zip(axes[:, 0], names):
+        points = [(r["step"], r[name]) for r in records if name in r]
+        ax.plot(*zip(*points))
+        ax.set_ylabel(name)
+        for r in records:
+            if r.get("event") == "rollback":
+                ax.axvline(r["step"], color="red", alpha=0.4)
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return names

@@ -1,0 +1,61 @@
+"""``report.html``: one self-contained page per run (plots inlined as PNG), readable offline and shareable."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import tempfile
+from pathlib import Path
+
+from genbits.plots import plot_metrics
+from genbits.train.rundir import RunDir
+
+
+def inline_png(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def table(values: dict) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(f'{v:.4f}' if isinstance(v, float) else str(v))}</td></tr>"
+        for k, v in values.items()
+    )
+    return f"<table>{rows}</table>"
+
+
+def write_report(run_dir: str | Path) -> Path:
+    """Render loss curves, metrics, sample plots (first and last) and the resolved config into report.html."""
+    run = RunDir(run_dir)
+    records = run.metrics()
+    sections = [f"<h1>genbits run: {html.escape(run.path.name)}</h1>"]
+    if (run.path / "eval.json").exists():
+        sections.append("<h2>Evaluation</h2>" + table(json.loads((run.path / "eval.json").read_text())))
+    last = [r for r in records if "event" not in r][-1:] or [{}]
+    sections.append("<h2>Last logged step</h2>" + table(last[0]))
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = Path(tmp) / "metrics.png"
+        if plot_metrics(records, curves):
+            sections.append("<h2>Training curves</h2>" + inline_png(curves))
+    samples = sorted(run.samples.glob("*.png")) if run.samples.is_dir() else []
+    if samples:
+        picks = samples if len(samples) <= 2 else [samples[0], samples[-1]]
+        sections.append(
+            "<h2>Samples</h2>"
+            + "".join(f"<h3>{html.escape(p.stem)}</h3>{inline_png(p)}" for p in picks)
+        )
+    sections.append(f"<h2>Config</h2><pre>{html.escape(run.config_file.read_text())}</pre>")
+    provenance = run.path / "provenance.json"
+    if provenance.exists():
+        sections.append(f"<h2>Provenance</h2><pre>{html.escape(provenance.read_text())}</pre>")
+    style = (
+        "body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
+        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+    )
+    out = run.path / "report.html"
+    out.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.path.name)}</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    )
+    return out

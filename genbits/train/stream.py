@@ -1,0 +1,68 @@
+"""A resumable, process-sharded stream of batches: batch k depends only on (seed, k), never on history.
+
+Every process draws the same global batch order and keeps its own slice, so N processes with batch B/N see exactly
+the batches one process with batch B would see; resuming needs only the position k.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from genbits.data.base import Batch, SampledDataset, TensorDataset
+from genbits.errors import ConfigError
+
+
+def seeded_generator(*keys: int) -> torch.Generator:
+    """A torch generator seeded from a tuple of integers (well mixed, so nearby keys give unrelated streams)."""
+    seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0])
+    return torch.Generator().manual_seed(seed)
+
+
+class BatchStream:
+    def __init__(
+        self,
+        dataset: SampledDataset | TensorDataset,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        device: torch.device | str = "cpu",
+    ):
+        if batch_size % world:
+            raise ConfigError(f"train.batch_size: {batch_size} is not divisible by the {world} processes")
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.rank, self.world, self.device = rank, world, device
+        self.position = 0
+        self._epoch_order: tuple[int, torch.Tensor] | None = None
+
+    def __next__(self) -> Batch:
+        batch = self.global_batch(self.position)
+        self.position += 1
+        share = self.batch_size // self.world
+        return batch[self.rank * share : (self.rank + 1) * share].to(self.device)
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def global_batch(self, k: int) -> Batch:
+        if isinstance(self.dataset, SampledDataset):
+            return self.dataset.sample(self.batch_size, seeded_generator(self.seed, k))
+        n = len(self.dataset)
+        start = k * self.batch_size
+        index = torch.cat([self._order(e) for e in range(start // n, (start + self.batch_size - 1) // n + 1)])
+        offset = start - (start // n) * n
+        return self.dataset.get(index[offset : offset + self.batch_size])
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        """The shuffled order of one epoch (cached: consecutive batches mostly share it)."""
+        if self._epoch_order is None or self._epoch_order[0] != epoch:
+            order = torch.randperm(len(self.dataset), generator=seeded_generator(self.seed, epoch, 1))
+            self._epoch_order = (epoch, order)
+        return self._epoch_order[1]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.position = int(state["position"])
