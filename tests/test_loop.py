@@ -1,0 +1,182 @@
+"""The training loop's promises: bit-exact resume, extension, clean signals, refusals and NaN handling."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from genbits import load_config, load_run
+from genbits.errors import CheckpointError, ConfigError, GenbitsError
+from genbits.train import checkpoint, train
+from genbits.train.rundir import RunDir
+
+FAST = ["train.log_every=1", "train.sample_every=0", "train.batch_size=64"]
+
+
+def config(*overrides, model="gaussian"):
+    return load_config("flow-ring", [f"model.name={model}", *FAST, *overrides])
+
+
+def final_state(run_dir):
+    _, _, state = checkpoint.load_latest(Path(run_dir) / "checkpoints")
+    return state
+
+
+def metrics_without_time(run_dir):
+    return [{k: v for k, v in r.items() if k != "time"} for r in RunDir(run_dir).metrics()]
+
+
+def assert_same_state(a, b):
+    for part in ("model", "ema"):
+        flat_a, flat_b = {}, {}
+        checkpoint.flatten(a[part], flat_a)
+        checkpoint.flatten(b[part], flat_b)
+        assert flat_a.keys() == flat_b.keys()
+        for k in flat_a:
+            assert torch.equal(flat_a[k], flat_b[k]), (part, k)
+    opt_a, opt_b = {}, {}
+    checkpoint.flatten(a["rule"], opt_a)
+    checkpoint.flatten(b["rule"], opt_b)
+    assert all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
+
+
+def test_extending_a_run_is_bit_exact(tmp_path):
+    """N steps, then extended to 2N in the same directory == 2N steps in one go (torch.equal on every tensor)."""
+    train(config("train.steps=12", "train.checkpoint_every=5"), tmp_path / "split", progress=False)
+    train(config("train.steps=24", "train.checkpoint_every=5"), tmp_path / "split", progress=False)
+    train(config("train.steps=24", "train.checkpoint_every=5"), tmp_path / "whole", progress=False)
+    assert_same_state(final_state(tmp_path / "split"), final_state(tmp_path / "whole"))
+    assert metrics_without_time(tmp_path / "split") == metrics_without_time(tmp_path / "whole")
+
+
+@pytest.mark.parametrize("model", ["gaussian", "flow"])
+def test_resume_mid_run_is_bit_exact(tmp_path, model):
+    """A run cut back to its step-10 checkpoint and resumed == the same run uninterrupted (LR schedule included)."""
+    c = config("train.steps=24", "train.checkpoint_every=5", "train.keep_checkpoints=10", "optim.schedule=cosine",
+               "optim.warmup_steps=5", "optim.grad_clip=1", model=model)
+    train(c, tmp_path / "cut", progress=False)
+    for path in checkpoint.list_checkpoints(tmp_path / "cut" / "checkpoints"):
+        if int(path.name[5:14]) > 10:
+            path.unlink()
+    train(c, tmp_path / "cut", progress=False)
+    train(c, tmp_path / "whole", progress=False)
+    assert_same_state(final_state(tmp_path / "cut"), final_state(tmp_path / "whole"))
+    assert metrics_without_time(tmp_path / "cut") == metrics_without_time(tmp_path / "whole")
+
+
+def test_resume_from_an_earlier_checkpoint_truncates_metrics(tmp_path):
+    run = tmp_path / "r"
+    train(config("train.steps=10", "train.checkpoint_every=4", "train.keep_checkpoints=5"), run, progress=False)
+    (run / "checkpoints" / "step-000000010.safetensors").unlink()  # as if killed after step 8's checkpoint
+    result = train(config("train.steps=10", "train.checkpoint_every=4", "train.keep_checkpoints=5"), run,
+                   progress=False)
+    steps = [r["step"] for r in RunDir(run).metrics()]
+    assert result.step == 10 and steps == list(range(1, 11))
+
+
+def test_changed_config_is_refused_with_the_keys(tmp_path):
+    train(config("train.steps=3"), tmp_path, progress=False)
+    with pytest.raises(ConfigError, match=r"changed: optim\.lr, train\.seed"):
+        train(config("train.steps=3", "optim.lr=0.5", "train.seed=3"), tmp_path, progress=False)
+
+
+def test_corrupt_checkpoints(tmp_path):
+    run = tmp_path / "r"
+    train(config("train.steps=6", "train.checkpoint_every=3"), run, progress=False)
+    newest = run / "checkpoints" / "step-000000006.safetensors"
+    newest.write_bytes(newest.read_bytes()[:-100])  # truncated: skipped with a warning
+    with pytest.warns(UserWarning, match="skipping step-000000006"):
+        path, step, _ = checkpoint.load_latest(run / "checkpoints")
+    assert step == 3
+    from safetensors.torch import save_file
+
+    foreign = run / "checkpoints" / "step-000000009.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))  # a safetensors file, but not ours: refused
+    with pytest.raises(CheckpointError, match="not a genbits checkpoint"):
+        checkpoint.load_latest(run / "checkpoints")
+    foreign.write_bytes(b"\x80\x04pickle")  # garbage: never unpickled
+    with pytest.raises(CheckpointError):
+        checkpoint.load(foreign)
+
+
+def test_nan_stops_with_step_and_checkpoint(tmp_path):
+    with pytest.raises(GenbitsError, match=r"step \d+: the loss of model is not finite.*step-000000000"):
+        train(config("train.steps=200", "optim.optimizer=sgd", "optim.lr=1e4"), tmp_path, progress=False)
+
+
+def test_nan_rollback_lowers_lr_and_finishes(tmp_path):
+    result = train(
+        config("train.steps=60", "optim.optimizer=sgd", "optim.lr=1e4", "train.on_nan=rollback",
+               "train.nan_lr_factor=1e-5", "train.checkpoint_every=10"),
+        tmp_path, progress=False,
+    )
+    records = RunDir(tmp_path).metrics()
+    events = [r for r in records if r.get("event") == "rollback"]
+    assert result.step == 60 and events and events[0]["lr_scale"] == pytest.approx(1e-5)
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records if "loss" in r)
+
+
+def test_training_reaches_the_best_gaussian_and_load_run_gives_ema_model(tmp_path):
+    """A Gaussian fitted to the ring by maximum likelihood has Σ = (r²/2 + σ²)·I: NLL = log(2πe(r²/2 + σ²))."""
+    train(config("train.steps=300", "optim.lr=0.05"), tmp_path, progress=False)
+    records = RunDir(tmp_path).metrics()
+    best = math.log(2 * math.pi * math.e * (2.0**2 / 2 + 0.02**2))
+    assert records[0]["nll"] > best + 0.2
+    assert abs(sum(r["nll"] for r in records[-20:]) / 20 - best) < 0.02
+    run = load_run(tmp_path)
+    raw = load_run(tmp_path, ema=False)
+    assert run.step == 300 and not torch.equal(run.model.mean, raw.model.mean)
+    assert run.config.train.steps == 300
+
+
+def genbits_cmd(*args):
+    return [sys.executable, "-m", "genbits", *args]
+
+
+def test_sigterm_checkpoints_exits_cleanly_and_resumes_exactly(tmp_path):
+    common = ["--set", "model.name=gaussian", "--set", "train.batch_size=64", "--set", "train.sample_every=0",
+              "--set", "train.checkpoint_every=1000000", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(genbits_cmd("train", "flow-ring", "--set", "train.steps=1000000", *common,
+                                        "--run-dir", str(tmp_path / "a")), env=env, stderr=subprocess.PIPE, text=True)
+    metrics = tmp_path / "a" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err and "checkpoint saved" in err
+    stopped = checkpoint.list_checkpoints(tmp_path / "a" / "checkpoints")[-1]
+    step = int(stopped.name[5:14])
+    assert 0 < step < 1000000
+    # resume to step + 7 and compare with an uninterrupted run of that length
+    for run in ("a", "b"):
+        done = subprocess.run(genbits_cmd("train", "flow-ring", "--set", f"train.steps={step + 7}", *common,
+                                          "--run-dir", str(tmp_path / run)), env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert_same_state(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    bad = subprocess.run(genbits_cmd("train", "flow-ring", "--set", "optim.lr=-1", "--run-dir", str(tmp_path)),
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "optim.lr" in bad.stderr and "Traceback" not in bad.stderr
+    missing = subprocess.run(genbits_cmd("eval", str(tmp_path / "nowhere")), capture_output=True, text=True)
+    assert missing.returncode == 1 and "not a genbits run directory" in missing.stderr
+
+
+def test_checkpoint_flatten_round_trip():
+    state = {"a": [1, 2.5, None, "x", True], 3: {"t": torch.arange(4)}, "nested": {"u": [torch.ones(2, 2)]}}
+    tensors = {}
+    skeleton = checkpoint.flatten(state, tensors)
+    back = checkpoint.unflatten(json.loads(json.dumps(skeleton)), tensors)
+    assert back["a"] == state["a"] and 3 in back and torch.equal(back[3]["t"], state[3]["t"])
+    assert torch.equal(back["nested"]["u"][0], torch.ones(2, 2))
