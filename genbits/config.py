@@ -73,8 +73,10 @@ class OptimConfig:
         """The resolved settings of one player: its overrides on top of the shared values."""
         own = self.players.get(name, PlayerOptim())
         return PlayerOptim(
-            **{f.name: getattr(own, f.name) if getattr(own, f.name) is not None else getattr(self, f.name)
-               for f in dataclasses.fields(PlayerOptim)}
+            **{
+                f.name: getattr(own, f.name) if getattr(own, f.name) is not None else getattr(self, f.name)
+                for f in dataclasses.fields(PlayerOptim)
+            }
         )
 
 
@@ -189,8 +191,10 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
         old = merged.get(key)
-        if isinstance(old, dict) and isinstance(value, dict) and not (
-            "name" in old and "name" in value and old["name"] != value["name"]
+        if (
+            isinstance(old, dict)
+            and isinstance(value, dict)
+            and not ("name" in old and "name" in value and old["name"] != value["name"])
         ):
             merged[key] = _merge(old, value)
         elif isinstance(old, dict) and "name" in old and isinstance(value, str):
@@ -267,6 +271,7 @@ def validate(config: Config) -> Config:
 
 def diff(old: Config, new: Config) -> list[str]:
     """Dotted keys whose values differ between two configs."""
+
     def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(d, dict):
             out = {}

@@ -37,13 +37,16 @@ def scatter_limits(points: np.ndarray) -> tuple[float, float, float, float]:
 
 
 @torch.no_grad()
-def log_density_grid(model, limits: tuple[float, float, float, float], size: int = 200) -> np.ndarray:
+def log_density_grid(
+    log_prob, limits: tuple[float, float, float, float], nx: int = 200, ny: int | None = None, device="cpu"
+) -> np.ndarray:
+    """``log_prob`` evaluated on an (ny, nx) grid over ``limits`` = (x0, x1, y0, y1), rows bottom to top."""
+    ny = ny or nx
     x0, x1, y0, y1 = limits
-    xs, ys = torch.linspace(x0, x1, size), torch.linspace(y0, y1, size)
+    xs, ys = torch.linspace(x0, x1, nx), torch.linspace(y0, y1, ny)
     grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
-    device = next(model.parameters()).device
-    values = torch.cat([model.log_prob(chunk.to(device)).cpu() for chunk in grid.split(8192)])
-    return values.reshape(size, size).numpy()
+    values = torch.cat([log_prob(chunk.to(device)).cpu() for chunk in grid.split(8192)])
+    return values.reshape(ny, nx).numpy()
 
 
 @torch.no_grad()
@@ -75,7 +78,8 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
         ax.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color="C0" if title == "data" else "C1")
         ax.set_title(title)
     if model is not None:
-        density = np.exp(log_density_grid(model, limits))
+        device = next(model.parameters()).device
+        density = np.exp(log_density_grid(model.log_prob, limits, device=device))
         axes[2].imshow(density, origin="lower", extent=limits, cmap="viridis", aspect="auto")
         axes[2].set_title("model density")
     for ax in axes:
@@ -93,9 +97,9 @@ def plot_metrics(records: list[dict], path: Path) -> list[str]:
     if not names:
         return []
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.2 * len(names)), squeeze=False)
-    for ax, name in zip(axes[:, 0], names):
+    for ax, name in zip(axes[:, 0], names, strict=True):
         points = [(r["step"], r[name]) for r in records if name in r]
-        ax.plot(*zip(*points))
+        ax.plot(*zip(*points, strict=True))
         ax.set_ylabel(name)
         for r in records:
             if r.get("event") == "rollback":

@@ -39,7 +39,9 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise ConfigError(f"{where}: {value!r} is not allowed; use {describe(annotation)}{closest(str(value), map(str, args))}")
+        raise ConfigError(
+            f"{where}: {value!r} is not allowed; use {describe(annotation)}{closest(str(value), map(str, args))}"
+        )
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
@@ -54,13 +56,15 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {value!r} is not a {describe(annotation)}")
     if origin in (tuple, list):
         if isinstance(value, str):
-            value = [v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",") if v]
+            value = [
+                v for v in value.replace("(", "").replace(")", "").replace("[", "").replace("]", "").split(",") if v
+            ]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: {value!r} is not a list; write it as [a, b] or a,b")
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: {value!r} needs exactly {len(args)} values")
-            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         item = args[0] if args else Any
         return origin(coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if annotation is bool:
@@ -130,8 +134,7 @@ class Registry:
     def __getitem__(self, name: str) -> Callable[..., Any]:
         if name not in self._table:
             raise ConfigError(
-                f"{self.kind}: unknown name {name!r}{closest(name, self._table)}; "
-                f"registered: {', '.join(self.names())}"
+                f"{self.kind}: unknown name {name!r}{closest(name, self._table)}; registered: {', '.join(self.names())}"
             )
         return self._table[name]
 

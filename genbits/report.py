@@ -41,10 +41,7 @@ def write_report(run_dir: str | Path) -> Path:
     samples = sorted(run.samples.glob("*.png")) if run.samples.is_dir() else []
     if samples:
         picks = samples if len(samples) <= 2 else [samples[0], samples[-1]]
-        sections.append(
-            "<h2>Samples</h2>"
-            + "".join(f"<h3>{html.escape(p.stem)}</h3>{inline_png(p)}" for p in picks)
-        )
+        sections.append("<h2>Samples</h2>" + "".join(f"<h3>{html.escape(p.stem)}</h3>{inline_png(p)}" for p in picks))
     sections.append(f"<h2>Config</h2><pre>{html.escape(run.config_file.read_text())}</pre>")
     provenance = run.path / "provenance.json"
     if provenance.exists():

@@ -10,8 +10,24 @@ from genbits.cli import main, parser
 
 def test_train_sample_eval_report(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "flow-ring", "--set", "model.name=gaussian", "--set", "train.steps=50",
-                 "--set", "train.sample_every=25", "--run-dir", str(run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "flow-ring",
+                "--set",
+                "model.name=gaussian",
+                "--set",
+                "train.steps=50",
+                "--set",
+                "train.sample_every=25",
+                "--run-dir",
+                str(run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert {p.name for p in (run / "samples").iterdir()} == {"step-0000025.png", "step-0000050.png"}
     assert main(["sample", str(run), "-n", "300", "--out", str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (300, 2)
@@ -32,7 +48,16 @@ def test_train_sample_eval_report(tmp_path, capsys):
 def test_list_shows_presets_and_components(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for word in ("flow-ring", "flow-reverse-kl", "ring", "fashion-mnist", "flow", "likelihood", "reverse-kl", "gd"):
+    for word in (
+        "flow-ring",
+        "flow-reverse-kl",
+        "ring",
+        "fashion-mnist",
+        "flow",
+        "likelihood",
+        "reverse-kl",
+        "gd",
+    ):
         assert word in out
 
 

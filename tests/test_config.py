@@ -14,8 +14,17 @@ def test_defaults_and_presets_validate():
 
 
 def test_overrides_coerce_types_and_reach_nested_fields():
-    c = load_config("flow-ring", ["optim.lr=1e-3", "train.steps=7", "data.std=0.05", "train.device=cpu",
-                                   "optim.players.model.lr=2e-4", "optim.betas=0.5,0.9"])
+    c = load_config(
+        "flow-ring",
+        [
+            "optim.lr=1e-3",
+            "train.steps=7",
+            "data.std=0.05",
+            "train.device=cpu",
+            "optim.players.model.lr=2e-4",
+            "optim.betas=0.5,0.9",
+        ],
+    )
     assert c.optim.lr == 1e-3 and isinstance(c.optim.lr, float)  # YAML reads 1e-3 as a string; we coerce
     assert c.train.steps == 7 and c.data.options["std"] == 0.05
     assert c.optim.for_player("model").lr == 2e-4 and c.optim.for_player("model").betas == (0.5, 0.9)

@@ -59,9 +59,7 @@ def test_mixture_samples_match_components(name):
         points = batch.x[batch.y == k].double()
         share = len(points) / len(batch)
         assert share == pytest.approx(dataset.weights[k].item(), abs=5 * math.sqrt(share / len(batch)))
-        assert torch.allclose(
-            points.mean(0), dataset.centres[k].double(), atol=5 * dataset.std / len(points) ** 0.5
-        )
+        assert torch.allclose(points.mean(0), dataset.centres[k].double(), atol=5 * dataset.std / len(points) ** 0.5)
         assert torch.allclose(points.std(0), torch.full((2,), dataset.std).double(), rtol=0.05)
 
 
@@ -90,9 +88,7 @@ def test_mixture_log_prob_matches_scipy(name):
 
 
 def test_gaussian_mixture_with_custom_weights_matches_scipy():
-    dataset = GaussianMixture(
-        torch.tensor([[0.0, 1.0], [2.0, -1.0], [-3.0, 0.5]]), 0.7, torch.tensor([1.0, 2.0, 5.0])
-    )
+    dataset = GaussianMixture(torch.tensor([[0.0, 1.0], [2.0, -1.0], [-3.0, 0.5]]), 0.7, torch.tensor([1.0, 2.0, 5.0]))
     x = draw(dataset, 300).x.double()
     assert np.allclose(dataset.log_prob(x).numpy(), scipy_mixture_log_prob(dataset, x.numpy()), rtol=1e-9)
     assert dataset.log_prob(x.float()).dtype == torch.float32
@@ -127,18 +123,14 @@ def test_checkerboard_cells_labels_and_density():
         assert torch.equal(batch.y, (j * size + i) // 2)  # rank of the cell among black cells, row by row
         assert torch.allclose(dataset.log_prob(batch.x), torch.tensor(-math.log(dataset.num_classes * 4.0)))
     board = DATASETS["checkerboard"]()
-    outside = torch.tensor(
-        [[-3.0, -1.0], [-1.0, -3.0], [4.5, 0.0], [0.0, -4.0001]]
-    )  # two white cells, two off-board
+    outside = torch.tensor([[-3.0, -1.0], [-1.0, -3.0], [4.5, 0.0], [0.0, -4.0001]])  # two white cells, two off-board
     assert torch.equal(board.log_prob(outside), torch.full((4,), -math.inf))
 
 
 def test_moons_lie_on_their_half_circles():
     batch = draw(DATASETS["moons"](noise=0.0), 2000)
     outer, inner = batch.x[batch.y == 0], batch.x[batch.y == 1]
-    assert torch.allclose(outer.norm(dim=1), torch.ones(len(outer)), atol=1e-5) and bool(
-        (outer[:, 1] >= 0).all()
-    )
+    assert torch.allclose(outer.norm(dim=1), torch.ones(len(outer)), atol=1e-5) and bool((outer[:, 1] >= 0).all())
     assert torch.allclose((inner - torch.tensor([1.0, 0.5])).norm(dim=1), torch.ones(len(inner)), atol=1e-5)
     assert bool((inner[:, 1] <= 0.5).all())
 
@@ -243,11 +235,7 @@ IDX_CODES = {
 
 def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, IDX_CODES[array.dtype.type], array.ndim)
-    return (
-        header
-        + struct.pack(f">{array.ndim}I", *array.shape)
-        + array.astype(array.dtype.newbyteorder(">")).tobytes()
-    )
+    return header + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(array.dtype.newbyteorder(">")).tobytes()
 
 
 def write_idx(path: Path, array: np.ndarray) -> Path:
@@ -355,9 +343,7 @@ def test_missing_fashion_mnist_says_how_to_install_it(tmp_path):
         build_dataset("fashion-mnist", {"path": str(tmp_path)}, split="test")
 
 
-@pytest.mark.skipif(
-    not Path(FASHION_MNIST).is_dir(), reason=f"Fashion-MNIST is not installed in {FASHION_MNIST}"
-)
+@pytest.mark.skipif(not Path(FASHION_MNIST).is_dir(), reason=f"Fashion-MNIST is not installed in {FASHION_MNIST}")
 def test_real_fashion_mnist_test_split():
     dataset = build_dataset("fashion-mnist", {}, split="test")
     assert dataset.x.shape == (10_000, 1, 28, 28) and dataset.levels == 256 and dataset.num_classes == 10
@@ -407,9 +393,7 @@ def test_png_folder_labels_come_from_sorted_subfolders(tmp_path):
     assert train.y.tolist() == [0, 0, 0, 1, 2]  # ant: a, b, rgb; then cat, then dog
     assert torch.allclose(train.x[:, 0, 0, 0], torch.tensor([30, 10, 77, 200, 90]) / 255)
     test = build_dataset("png-folder", {"path": str(tmp_path)}, split="test")
-    assert (
-        test.y.tolist() == [1] and test.num_classes == 3 and float(test.x.max()) == 1.0
-    )  # labels as in train
+    assert test.y.tolist() == [1] and test.num_classes == 3 and float(test.x.max()) == 1.0  # labels as in train
 
 
 def test_png_folder_without_subfolders_has_no_labels_and_no_test_split(tmp_path):

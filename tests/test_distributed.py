@@ -9,8 +9,19 @@ import torch
 
 from genbits.train import checkpoint
 
-ARGS = ["train", "flow-ring", "--set", "train.steps=15", "--set", "train.batch_size=64", "--set",
-        "train.sample_every=0", "--set", "train.checkpoint_every=15", "--no-progress"]
+ARGS = [
+    "train",
+    "flow-ring",
+    "--set",
+    "train.steps=15",
+    "--set",
+    "train.batch_size=64",
+    "--set",
+    "train.sample_every=0",
+    "--set",
+    "train.checkpoint_every=15",
+    "--no-progress",
+]
 
 
 @pytest.mark.parametrize("model", ["gaussian", "flow"])
@@ -18,13 +29,32 @@ def test_two_processes_match_one(tmp_path, model):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [*ARGS, "--set", f"model.name={model}"]
     ddp = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "genbits", *args, "--run-dir", str(tmp_path / "ddp")],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "genbits",
+            *args,
+            "--run-dir",
+            str(tmp_path / "ddp"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
-    single = subprocess.run([sys.executable, "-m", "genbits", *args, "--run-dir", str(tmp_path / "one")],
-                            env=env, capture_output=True, text=True, timeout=300)
+    single = subprocess.run(
+        [sys.executable, "-m", "genbits", *args, "--run-dir", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     a = checkpoint.load_latest(tmp_path / "ddp" / "checkpoints")[2]["model"]
     b = checkpoint.load_latest(tmp_path / "one" / "checkpoints")[2]["model"]

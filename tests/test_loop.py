@@ -59,8 +59,15 @@ def test_extending_a_run_is_bit_exact(tmp_path):
 @pytest.mark.parametrize("model", ["gaussian", "flow"])
 def test_resume_mid_run_is_bit_exact(tmp_path, model):
     """A run cut back to its step-10 checkpoint and resumed == the same run uninterrupted (LR schedule included)."""
-    c = config("train.steps=24", "train.checkpoint_every=5", "train.keep_checkpoints=10", "optim.schedule=cosine",
-               "optim.warmup_steps=5", "optim.grad_clip=1", model=model)
+    c = config(
+        "train.steps=24",
+        "train.checkpoint_every=5",
+        "train.keep_checkpoints=10",
+        "optim.schedule=cosine",
+        "optim.warmup_steps=5",
+        "optim.grad_clip=1",
+        model=model,
+    )
     train(c, tmp_path / "cut", progress=False)
     for path in checkpoint.list_checkpoints(tmp_path / "cut" / "checkpoints"):
         if int(path.name[5:14]) > 10:
@@ -75,8 +82,9 @@ def test_resume_from_an_earlier_checkpoint_truncates_metrics(tmp_path):
     run = tmp_path / "r"
     train(config("train.steps=10", "train.checkpoint_every=4", "train.keep_checkpoints=5"), run, progress=False)
     (run / "checkpoints" / "step-000000010.safetensors").unlink()  # as if killed after step 8's checkpoint
-    result = train(config("train.steps=10", "train.checkpoint_every=4", "train.keep_checkpoints=5"), run,
-                   progress=False)
+    result = train(
+        config("train.steps=10", "train.checkpoint_every=4", "train.keep_checkpoints=5"), run, progress=False
+    )
     steps = [r["step"] for r in RunDir(run).metrics()]
     assert result.step == 10 and steps == list(range(1, 11))
 
@@ -113,9 +121,16 @@ def test_nan_stops_with_step_and_checkpoint(tmp_path):
 
 def test_nan_rollback_lowers_lr_and_finishes(tmp_path):
     result = train(
-        config("train.steps=60", "optim.optimizer=sgd", "optim.lr=1e4", "train.on_nan=rollback",
-               "train.nan_lr_factor=1e-5", "train.checkpoint_every=10"),
-        tmp_path, progress=False,
+        config(
+            "train.steps=60",
+            "optim.optimizer=sgd",
+            "optim.lr=1e4",
+            "train.on_nan=rollback",
+            "train.nan_lr_factor=1e-5",
+            "train.checkpoint_every=10",
+        ),
+        tmp_path,
+        progress=False,
     )
     records = RunDir(tmp_path).metrics()
     events = [r for r in records if r.get("event") == "rollback"]
@@ -141,11 +156,24 @@ def genbits_cmd(*args):
 
 
 def test_sigterm_checkpoints_exits_cleanly_and_resumes_exactly(tmp_path):
-    common = ["--set", "model.name=gaussian", "--set", "train.batch_size=64", "--set", "train.sample_every=0",
-              "--set", "train.checkpoint_every=1000000", "--no-progress"]
+    common = [
+        "--set",
+        "model.name=gaussian",
+        "--set",
+        "train.batch_size=64",
+        "--set",
+        "train.sample_every=0",
+        "--set",
+        "train.checkpoint_every=1000000",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(genbits_cmd("train", "flow-ring", "--set", "train.steps=1000000", *common,
-                                        "--run-dir", str(tmp_path / "a")), env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        genbits_cmd("train", "flow-ring", "--set", "train.steps=1000000", *common, "--run-dir", str(tmp_path / "a")),
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     metrics = tmp_path / "a" / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
@@ -159,15 +187,30 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes_exactly(tmp_path):
     assert 0 < step < 1000000
     # resume to step + 7 and compare with an uninterrupted run of that length
     for run in ("a", "b"):
-        done = subprocess.run(genbits_cmd("train", "flow-ring", "--set", f"train.steps={step + 7}", *common,
-                                          "--run-dir", str(tmp_path / run)), env=env, capture_output=True, text=True)
+        done = subprocess.run(
+            genbits_cmd(
+                "train",
+                "flow-ring",
+                "--set",
+                f"train.steps={step + 7}",
+                *common,
+                "--run-dir",
+                str(tmp_path / run),
+            ),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         assert done.returncode == 0, done.stderr
     assert_same_state(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
 
 
 def test_cli_reports_errors_without_traceback(tmp_path):
-    bad = subprocess.run(genbits_cmd("train", "flow-ring", "--set", "optim.lr=-1", "--run-dir", str(tmp_path)),
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        genbits_cmd("train", "flow-ring", "--set", "optim.lr=-1", "--run-dir", str(tmp_path)),
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "optim.lr" in bad.stderr and "Traceback" not in bad.stderr
     missing = subprocess.run(genbits_cmd("eval", str(tmp_path / "nowhere")), capture_output=True, text=True)
     assert missing.returncode == 1 and "not a genbits run directory" in missing.stderr

@@ -7,9 +7,7 @@ from genbits.data.toy2d import GaussianMixture
 from genbits.registry import DATASETS
 
 
-def build_dataset(
-    name: str, options: dict, split: str = "train", seed: int = 0
-) -> SampledDataset | TensorDataset:
+def build_dataset(name: str, options: dict, split: str = "train", seed: int = 0) -> SampledDataset | TensorDataset:
     """Build a registered dataset; a bad option raises ConfigError naming ``data.<option>``."""
     return DATASETS.build(name, options, where="data", split=split, seed=seed)
 

@@ -75,9 +75,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(IDX_DTYPES[raw[2]])
     expected = header + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
-        raise ValueError(
-            f"{path}: {len(raw)} bytes, but IDX data of shape {shape} and dtype {dtype} take {expected}"
-        )
+        raise ValueError(f"{path}: {len(raw)} bytes, but IDX data of shape {shape} and dtype {dtype} take {expected}")
     return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 
@@ -95,14 +93,10 @@ def _find_idx(folder: Path, stem: str, name: str, hint: str) -> Path:
     for candidate in (folder / stem, folder / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise DatasetNotFound(
-        f"{name}: no {stem}[.gz] in {folder}; {hint}set data.path=DIR to the folder holding it"
-    )
+    raise DatasetNotFound(f"{name}: no {stem}[.gz] in {folder}; {hint}set data.path=DIR to the folder holding it")
 
 
-def _mnist_format(
-    path: str, split: str, size: int, name: str, hint: str, num_classes: int | None
-) -> TensorDataset:
+def _mnist_format(path: str, split: str, size: int, name: str, hint: str, num_classes: int | None) -> TensorDataset:
     """The ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` pair of one split; 256 grey levels."""
     _check_split(split)
     require(bool(path), "path is required: set data.path=DIR to a folder of MNIST-format IDX files")
@@ -170,18 +164,14 @@ def png_folder(path: str = "", split: str = "train") -> TensorDataset:
             raise DatasetNotFound(f"png-folder: {root.parent} has split subfolders but no {split}/")
     elif split == "test":
         raise ValueError(f"{root} has no train/ or test/ subfolder, so all its images are the train split")
-    classes = sorted(
-        {d.name for f in splits or [root] for d in f.iterdir() if d.is_dir() and d.name[0] != "."}
-    )
+    classes = sorted({d.name for f in splits or [root] for d in f.iterdir() if d.is_dir() and d.name[0] != "."})
     loose = _pngs(root)
     if classes and loose:
         raise ValueError(f"{loose[0]}: a PNG beside the class subfolders {classes}; move it into one of them")
     labelled = [(f, k) for k, c in enumerate(classes) if (root / c).is_dir() for f in _pngs(root / c)]
     files = labelled or [(f, 0) for f in loose]
     if not files:
-        raise DatasetNotFound(
-            f"png-folder: no PNG file in {root}; set data.path=DIR to a folder of PNG files"
-        )
+        raise DatasetNotFound(f"png-folder: no PNG file in {root}; set data.path=DIR to a folder of PNG files")
     arrays = [_read_grey(f) for f, _ in files]
     for (file, _), array in zip(files, arrays, strict=True):
         if array.shape != arrays[0].shape:

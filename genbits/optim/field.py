@@ -32,7 +32,7 @@ def frozen_buffers(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         with torch.no_grad():
-            for b, s in zip(model.buffers(), saved):
+            for b, s in zip(model.buffers(), saved, strict=True):
                 b.copy_(s)
 
 
@@ -61,7 +61,9 @@ class GradientField:
                 # every process must take the same branch, or the next collective deadlocks
                 if any_process(bool(bad)):
                     raise NonFiniteLoss(
-                        f"the loss of {', '.join(bad)} is not finite" if bad else "a loss is not finite on another process"
+                        f"the loss of {', '.join(bad)} is not finite"
+                        if bad
+                        else "a loss is not finite on another process"
                     )
                 overflow = self.loss_scale != 1.0 and not all(
                     torch.isfinite(g).all() for gs in grads.values() for g in gs
@@ -76,9 +78,7 @@ class GradientField:
         return grads, out
 
     def _evaluate(self, batch: Batch) -> tuple[Grads, Losses]:
-        autocast = (
-            torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
-        )
+        autocast = torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
             out = self.objective(self.model, batch)
         names = list(out.losses)
@@ -92,6 +92,6 @@ class GradientField:
                 allow_unused=True,
             )
             grads[name] = [
-                torch.zeros_like(p) if g is None else g / self.loss_scale for p, g in zip(params, found)
+                torch.zeros_like(p) if g is None else g / self.loss_scale for p, g in zip(params, found, strict=True)
             ]
         return grads, out

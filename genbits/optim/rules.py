@@ -71,7 +71,7 @@ class UpdateRule:
     def apply(self, name: str, grads: list[Tensor]) -> None:
         """One optimizer step of player ``name`` along ``grads`` (clipped to the player's grad_clip)."""
         params = self.field.params[name]
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             p.grad = g
         if self.settings[name].grad_clip:
             torch.nn.utils.clip_grad_norm_(params, self.settings[name].grad_clip)
@@ -80,7 +80,10 @@ class UpdateRule:
             p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lr_scale": self.lr_scale, "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()}}
+        return {
+            "lr_scale": self.lr_scale,
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.lr_scale = float(state["lr_scale"])

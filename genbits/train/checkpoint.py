@@ -40,9 +40,7 @@ def flatten(state: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any
             if not isinstance(k, (str, int)):
                 raise TypeError(f"checkpoint keys must be str or int, got {k!r} at {path}")
         # int keys (optimizer state) are tagged so they come back as ints
-        return {
-            "__dict__": [[k, flatten(v, tensors, f"{path}.{k}" if path else str(k))] for k, v in state.items()]
-        }
+        return {"__dict__": [[k, flatten(v, tensors, f"{path}.{k}" if path else str(k))] for k, v in state.items()]}
     if isinstance(state, (list, tuple)):
         return [flatten(v, tensors, f"{path}.{i}") for i, v in enumerate(state)]
     if state is None or isinstance(state, (bool, int, float, str)):

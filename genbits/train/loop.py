@@ -106,8 +106,12 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     players = players_of(model)
     field = GradientField(model, parts.objective, players, cfg.precision, device)
     rule = RULES.build(
-        config.optim.rule.name, config.optim.rule.options, where="optim.rule",
-        players=players, optim=config.optim, field=field,
+        config.optim.rule.name,
+        config.optim.rule.options,
+        where="optim.rule",
+        players=players,
+        optim=config.optim,
+        field=field,
     )
     stream = BatchStream(dataset, cfg.batch_size, cfg.seed, rank, world, device)
     ema = EMA(model, cfg.ema_decay)
@@ -115,8 +119,12 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
 
     def snapshot() -> dict[str, Any]:
         return {
-            "model": model.state_dict(), "ema": ema.state_dict(), "rule": rule.state_dict(),
-            "stream": stream.state_dict(), "rng": rng_state(), "loss_scale": field.loss_scale,
+            "model": model.state_dict(),
+            "ema": ema.state_dict(),
+            "rule": rule.state_dict(),
+            "stream": stream.state_dict(),
+            "rng": rng_state(),
+            "loss_scale": field.loss_scale,
         }
 
     def restore(state: dict[str, Any]) -> None:
@@ -188,7 +196,13 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
                 if main:
                     run.append_metrics(record)
             if main and (step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0)):
-                save_samples(model, ema, dataset, run.samples / f"step-{step:07d}.png", seeded_generator(cfg.seed, step, 7))
+                save_samples(
+                    model,
+                    ema,
+                    dataset,
+                    run.samples / f"step-{step:07d}.png",
+                    seeded_generator(cfg.seed, step, 7),
+                )
             stopping = distributed.any_process(stop.signum is not None)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
                 last_path = save(step)
@@ -208,7 +222,7 @@ def log_record(scalars: dict[str, float], step: int, batch_size: int, rule, elap
     values = torch.tensor(list(scalars.values()), dtype=torch.float64)
     distributed.all_reduce_mean([values])
     record: dict[str, Any] = {"step": step, "samples": step * batch_size}
-    record.update(zip(scalars, values.tolist()))
+    record.update(zip(scalars, values.tolist(), strict=True))
     for name, opt in rule.optimizers.items():
         record["lr" if len(rule.optimizers) == 1 else f"lr/{name}"] = opt.param_groups[0]["lr"]
     record["time"] = round(elapsed, 3)
