@@ -27,6 +27,17 @@ PRESETS = {"forward KL (max. likelihood)": "flow-bimodal", "reverse KL": "flow-r
 
 
 @torch.no_grad()
+def both_kls(model, target, n: int, seed: int) -> dict[str, float]:
+    """Monte-Carlo KL(p*‖q) from target samples and KL(q‖p*) from model samples (the target density is exact)."""
+    generator = torch.Generator().manual_seed(seed)
+    x = target.sample(n, generator).x
+    forward = (target.log_prob(x) - model.log_prob(x)).mean().item()
+    y = model.sample(n, generator=generator)
+    reverse = (model.log_prob(y) - target.log_prob(y)).mean().item()
+    return {"forward_kl": forward, "reverse_kl": reverse}
+
+
+@torch.no_grad()
 def mode_mass(samples: torch.Tensor, centres: torch.Tensor) -> list[float]:
     """Share of samples whose nearest mode centre is each centre."""
     nearest = torch.cdist(samples, centres).argmin(1)
@@ -38,7 +49,7 @@ def run(run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress:
     results: dict[str, Any] = {}
     fits = {}
     for label, preset in PRESETS.items():
-        masses = []
+        masses, kls = [], []
         for seed in range(seeds):
             overrides = [f"train.seed={seed}", "train.sample_every=0"] + ([f"train.steps={steps}"] if steps else [])
             path = run_dir / f"{preset}-seed{seed}"
@@ -46,8 +57,9 @@ def run(run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress:
             fitted = load_run(path)
             samples = fitted.model.sample(20000, generator=torch.Generator().manual_seed(seed))
             masses.append(mode_mass(samples, fitted.dataset.centres))
+            kls.append(both_kls(fitted.model, fitted.dataset, 20000, seed))
             fits.setdefault(label, fitted)
-        results[label] = {"preset": preset, "mass_per_mode": masses}
+        results[label] = {"preset": preset, "mass_per_mode": masses, "kl": kls}
     results["target_weights"] = fits[next(iter(PRESETS))].dataset.weights.tolist()
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     figure(fits, results, run_dir / "figure.png")
@@ -66,7 +78,12 @@ def figure(fits: dict[str, Any], results: dict[str, Any], path: Path) -> None:
         density = np.exp(log_density_grid(fitted.model.log_prob, limits, 200, 100))
         ax.imshow(density, origin="lower", extent=limits, cmap="viridis")
         masses = ", ".join(f"{m[0]:.2f}/{m[1]:.2f}" for m in results[label]["mass_per_mode"])
-        ax.set_title(f"{label}\nmass left/right per seed: {masses}", fontsize=9)
+        kl = results[label]["kl"][0]
+        ax.set_title(
+            f"{label}\nmass left/right per seed: {masses}\n"
+            f"seed 0: KL(p*‖q) = {kl['forward_kl']:.2f}, KL(q‖p*) = {kl['reverse_kl']:.2f}",
+            fontsize=9,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
