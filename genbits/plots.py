@@ -79,9 +79,11 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
         ax.set_title(title)
     if model is not None:
         device = next(model.parameters()).device
-        density = np.exp(log_density_grid(model.log_prob, limits, device=device))
-        axes[2].imshow(density, origin="lower", extent=limits, cmap="viridis", aspect="auto")
-        axes[2].set_title("model density")
+        log_density = log_density_grid(model.log_prob, limits, device=device)
+        top = np.nanmax(log_density)
+        # log scale, 12 nats deep: sharp modes and the mass between them both stay visible
+        axes[2].imshow(np.clip(log_density, top - 12, top), origin="lower", extent=limits, cmap="viridis")
+        axes[2].set_title("model log-density")
     for ax in axes:
         ax.set_xlim(limits[:2])
         ax.set_ylim(limits[2:])

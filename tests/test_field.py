@@ -1,0 +1,107 @@
+"""The gradient field: per-player gradients, layer state moved once per step, fp16 loss scaling, NaN detection."""
+
+import pytest
+import torch
+from torch import nn
+
+from genbits.config import OptimConfig
+from genbits.data.base import Batch
+from genbits.errors import NonFiniteLoss
+from genbits.objectives.base import Losses
+from genbits.optim.field import GradientField
+from genbits.optim.rules import Batches, GradientStep, lr_factor
+
+
+class TwoPlayers(nn.Module):
+    """A bilinear game: L_a = a·b·mean(x), L_b = −L_a (plus a BN layer whose statistics we watch)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(1, 1, bias=False)
+        self.b = nn.Linear(1, 1, bias=False)
+        self.norm = nn.BatchNorm1d(1)
+
+    def players(self):
+        return {"a": self.a, "b": self.b}
+
+
+def game(model, batch):
+    value = model.b(model.a(model.norm(batch.x))).mean() + model.a.weight.sum() * model.b.weight.sum()
+    return Losses({"a": value, "b": -value})
+
+
+def test_each_player_gets_the_gradient_of_its_own_loss():
+    model = TwoPlayers().eval()  # BN on running statistics: the reference below sees the same function
+    field = GradientField(model, game, model.players())
+    batch = Batch(torch.randn(16, 1))
+    grads, _ = field(batch)
+    losses = game(model, batch).losses
+    (ref_a,) = torch.autograd.grad(losses["a"], model.a.weight, retain_graph=True)
+    (ref_b,) = torch.autograd.grad(losses["b"], model.b.weight)
+    torch.testing.assert_close(grads["a"][0], ref_a)
+    torch.testing.assert_close(grads["b"][0], ref_b)
+    assert not torch.allclose(ref_a, torch.autograd.grad(game(model, batch).losses["b"], model.a.weight)[0])
+
+
+def test_layer_state_moves_only_when_asked():
+    model = TwoPlayers()
+    field = GradientField(model, game, model.players())
+    batch = Batch(torch.randn(16, 1) + 3)
+    before = model.norm.running_mean.clone()
+    field(batch, update_state=False)
+    assert torch.equal(model.norm.running_mean, before)
+    field(batch, update_state=True)
+    assert not torch.equal(model.norm.running_mean, before)
+
+
+def test_fp16_loss_scale_halves_on_overflow_and_gives_true_gradients():
+    w = nn.Linear(1, 1, bias=False)
+    nn.init.constant_(w.weight, 1.0)
+
+    def big(model, batch):  # the gradient is 1e3: times 2**16 it overflows fp16's 65504
+        return Losses({"model": (model(batch.x) * 1e3).to(torch.float16).float().sum()})
+
+    field = GradientField(w, big, {"model": w}, precision="fp16")
+    grads, _ = field(Batch(torch.ones(1, 1)))
+    assert field.loss_scale < 2.0**16
+    torch.testing.assert_close(grads["model"][0], torch.full((1, 1), 1e3))
+
+
+def test_non_finite_loss_raises_before_any_update():
+    w = nn.Linear(1, 1)
+    field = GradientField(w, lambda m, b: Losses({"model": m(b.x).sum() * float("nan")}), {"model": w})
+    rule = GradientStep({"model": w}, OptimConfig(), field)
+    before = [p.clone() for p in w.parameters()]
+    with pytest.raises(NonFiniteLoss, match="model"):
+        rule.step(Batches(Batch(torch.ones(2, 1)), lambda: None))
+    assert all(torch.equal(p, q) for p, q in zip(w.parameters(), before, strict=True))
+
+
+def test_gd_rule_equals_a_hand_written_adam_step():
+    torch.manual_seed(0)
+    w = nn.Linear(3, 1)
+    ref = nn.Linear(3, 1)
+    ref.load_state_dict(w.state_dict())
+    x = torch.randn(8, 3)
+
+    def loss(model, batch):
+        return Losses({"model": (model(batch.x) ** 2).mean()})
+
+    rule = GradientStep({"model": w}, OptimConfig(lr=0.1), GradientField(w, loss, {"model": w}))
+    opt = torch.optim.Adam(ref.parameters(), lr=0.1)
+    for _ in range(3):
+        rule.step(Batches(Batch(x), lambda: None))
+        opt.zero_grad()
+        loss(ref, Batch(x)).losses["model"].backward()
+        opt.step()
+    for p, q in zip(w.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_lr_schedule_warmup_then_cosine():
+    cfg = OptimConfig(warmup_steps=10, schedule="cosine", final_lr_ratio=0.1)
+    assert lr_factor(cfg, 0, 110) == pytest.approx(0.1)
+    assert lr_factor(cfg, 9, 110) == pytest.approx(1.0)
+    assert lr_factor(cfg, 60, 110) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert lr_factor(cfg, 110, 110) == pytest.approx(0.1)
+    assert lr_factor(OptimConfig(), 500, 10) == 1.0
