@@ -223,3 +223,10 @@ def test_checkpoint_flatten_round_trip():
     back = checkpoint.unflatten(json.loads(json.dumps(skeleton)), tensors)
     assert back["a"] == state["a"] and 3 in back and torch.equal(back[3]["t"], state[3]["t"])
     assert torch.equal(back["nested"]["u"][0], torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(tmp_path, precision):
+    train(config("train.steps=40", "optim.lr=0.05", f"train.precision={precision}"), tmp_path, progress=False)
+    records = RunDir(tmp_path).metrics()
+    assert records[-1]["nll"] < records[0]["nll"] - 0.1
