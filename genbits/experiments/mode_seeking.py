@@ -67,23 +67,30 @@ def run(run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress:
 
 
 def figure(fits: dict[str, Any], results: dict[str, Any], path: Path) -> None:
-    """Target density beside each fitted density (seed 0), with the mass per mode of every seed in the title."""
+    """Top: target and each fitted density (seed 0). Bottom: mass on the left (heavier) mode per seed."""
     dataset = next(iter(fits.values())).dataset
     limits = (-6.0, 6.0, -3.0, 3.0)
-    fig, axes = plt.subplots(1, len(fits) + 1, figsize=(5 * (len(fits) + 1), 3))
+    columns = len(fits) + 1
+    fig, axes = plt.subplots(2, columns, figsize=(4.5 * columns, 5.5), gridspec_kw={"height_ratios": [1, 0.8]})
     target = np.exp(log_density_grid(dataset.log_prob, limits, 200, 100))
-    axes[0].imshow(target, origin="lower", extent=limits, cmap="viridis")
-    axes[0].set_title(f"target (weights {np.round(results['target_weights'], 2).tolist()})")
-    for ax, (label, fitted) in zip(axes[1:], fits.items(), strict=True):
+    axes[0, 0].imshow(target, origin="lower", extent=limits, cmap="viridis")
+    axes[0, 0].set_title(f"target, weights {np.round(results['target_weights'], 2).tolist()}", fontsize=9)
+    for ax, (label, fitted) in zip(axes[0, 1:], fits.items(), strict=True):
         density = np.exp(log_density_grid(fitted.model.log_prob, limits, 200, 100))
         ax.imshow(density, origin="lower", extent=limits, cmap="viridis")
-        masses = ", ".join(f"{m[0]:.2f}/{m[1]:.2f}" for m in results[label]["mass_per_mode"])
         kl = results[label]["kl"][0]
         ax.set_title(
-            f"{label}\nmass left/right per seed: {masses}\n"
-            f"seed 0: KL(p*‖q) = {kl['forward_kl']:.2f}, KL(q‖p*) = {kl['reverse_kl']:.2f}",
-            fontsize=9,
+            f"{label}, seed 0\nKL(p*‖q) = {kl['forward_kl']:.2f}, KL(q‖p*) = {kl['reverse_kl']:.2f}", fontsize=9
         )
+    axes[1, 0].axis("off")
+    for ax, label in zip(axes[1, 1:], fits, strict=True):
+        left = [m[0] for m in results[label]["mass_per_mode"]]
+        ax.bar(range(len(left)), left, color="C1")
+        ax.axhline(results["target_weights"][0], color="k", ls="--", lw=1, label="target weight")
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("seed")
+        ax.set_ylabel("mass on the left mode")
+        ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
