@@ -95,7 +95,12 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
 
 def plot_metrics(records: list[dict], path: Path) -> list[str]:
     """One panel per logged metric against step; returns the metric names plotted."""
-    names = sorted({k for r in records for k in r if k not in ("step", "samples", "time", "event", "lr_scale")})
+    names, seen = [], []
+    for name in sorted({k for r in records for k in r if k not in ("step", "samples", "time", "event", "lr_scale")}):
+        series = [r.get(name) for r in records]
+        if series not in seen:  # e.g. a likelihood run logs its loss also as nll: one panel
+            names.append(name)
+            seen.append(series)
     if not names:
         return []
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 2.2 * len(names)), squeeze=False)
