@@ -7,6 +7,7 @@ named in ``context`` (e.g. ``event_shape`` or ``dataset``) are supplied by genbi
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import inspect
 import types
@@ -45,14 +46,11 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
-            try:
+            with contextlib.suppress(ConfigError):
                 return coerce(value, arg, where)
-            except ConfigError as e:
-                errors.append(str(e))
         raise ConfigError(f"{where}: {value!r} is not a {describe(annotation)}")
     if origin in (tuple, list):
         if isinstance(value, str):
