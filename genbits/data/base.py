@@ -53,6 +53,15 @@ class SampledDataset:
         return type(self).log_prob is not SampledDataset.log_prob
 
 
+def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None) -> Tensor:
+    """Grey level k = x·(levels − 1) ↦ (k + u)/levels with u ~ U[0, 1): a continuous density on the result
+    bounds the discrete likelihood, log P(k) ≥ E_u log p((k + u)/levels) − D·log(levels) (uniform dequantization,
+    Theis et al. 2016)."""
+    k = (x * (levels - 1)).round()
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (k + u) / levels
+
+
 class TensorDataset:
     """A finite dataset held in memory: images as floats in [0, 1] with ``levels`` grey levels."""
 

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from torch import nn
 
-from genbits.data.base import Batch, SampledDataset
+from genbits.data.base import Batch, SampledDataset, TensorDataset, dequantize
 from genbits.objectives.base import Losses
 from genbits.registry import OBJECTIVES
 
 
 class MaximumLikelihood:
-    """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering)."""
+    """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering).
+
+    On discrete data (images with ``levels`` grey levels) a continuous density is fitted to uniformly dequantized
+    values, or its likelihood would grow without bound on the lattice.
+    """
+
+    def __init__(self, levels: int | None = None):
+        self.levels = levels
 
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
-        nll = -model.log_prob(batch.x).mean()
+        x = batch.x if self.levels is None else dequantize(batch.x, self.levels)
+        nll = -model.log_prob(x).mean()
         return Losses({"model": nll}, {"nll": nll.detach()})
 
 
@@ -38,8 +46,8 @@ class ReverseKL:
 
 
 @OBJECTIVES.register("likelihood")
-def likelihood() -> MaximumLikelihood:
-    return MaximumLikelihood()
+def likelihood(dataset: SampledDataset | TensorDataset) -> MaximumLikelihood:
+    return MaximumLikelihood(getattr(dataset, "levels", None))
 
 
 @OBJECTIVES.register("reverse-kl")
