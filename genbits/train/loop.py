@@ -192,7 +192,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
             bar.update(1)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 record = log_record(out.scalars(), step, cfg.batch_size, rule, time.perf_counter() - start)
-                bar.set_postfix(loss=f"{record.get('loss', next(iter(record.values()))):.4f}")
+                bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.startswith("loss")})
                 if main:
                     run.append_metrics(record)
             if main and (step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0)):

@@ -44,6 +44,7 @@ class RunDir:
         for d in (self.path, self.checkpoints, self.samples):
             d.mkdir(parents=True, exist_ok=True)
         self.write_config(config)
+        self.metrics_file.write_text("")  # a run restarted from scratch (no readable checkpoint) logs afresh
         (self.path / "provenance.json").write_text(json.dumps(provenance(), indent=2))
 
     def write_config(self, config: Config) -> None:
