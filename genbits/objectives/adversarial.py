@@ -1,0 +1,292 @@
+"""Adversarial objectives: GAN losses on critic outputs, the f-GAN table, gradient penalties, and the ``gan`` objective.
+
+Everything is a pure function of critic values (real ``d_real``, fake ``d_fake``, both shape (B,)) so each loss can be
+checked by hand. The objective returns one loss per player from ONE forward graph (see ``Adversarial``). References:
+Goodfellow et al. 2014 (minimax / non-saturating), Lim & Ye 2017 (hinge), Mao et al. 2017 (least squares),
+Arjovsky et al. 2017 (WGAN), Gulrajani et al. 2017 (gradient penalty), Mescheder et al. 2018 (R1/R2),
+Nowozin et al. 2016 (f-GAN).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genbits.data.base import Batch
+from genbits.objectives.base import Losses
+from genbits.registry import OBJECTIVES
+
+LOG2 = math.log(2.0)
+
+
+class GameLosses(NamedTuple):
+    """What each player minimizes. Both come from the same critic values (no detach: see ``Adversarial``)."""
+
+    discriminator: Tensor
+    generator: Tensor
+
+
+# ---------------------------------------------------------------- losses on critic outputs (D(x) = raw logits)
+
+
+def minimax_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
+    """The original game: D maximizes E log σ(D(x)) + E log(1 − σ(D(G z))), G minimizes E log(1 − σ(D(G z))).
+
+    Written with softplus on logits (log σ(v) = −softplus(−v)) so it never takes log(0). At the optimal D the
+    generator minimizes 2·JSD − log 4, but its gradient vanishes when D confidently rejects fakes (D(G z) ≪ 0).
+    """
+    loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    return GameLosses(loss_d, -F.softplus(d_fake).mean())
+
+
+def non_saturating_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
+    """Same D loss as minimax; G minimizes −E log σ(D(G z)) = E softplus(−D(G z)), whose gradient is strong
+    exactly where minimax's vanishes (early training, D(G z) ≪ 0). Same fixed points, better dynamics."""
+    loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    return GameLosses(loss_d, F.softplus(-d_fake).mean())
+
+
+def hinge_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
+    """L_D = E relu(1 − D(x)) + E relu(1 + D(G z)), L_G = −E D(G z): D stops pushing once a margin of 1 is met."""
+    loss_d = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+    return GameLosses(loss_d, -d_fake.mean())
+
+
+LSGAN_CODINGS: dict[str, tuple[float, float, float]] = {"0-1-1": (0.0, 1.0, 1.0), "-1-1-0": (-1.0, 1.0, 0.0)}
+"""(a, b, c) targets of Mao et al.: fake label a, real label b, the value G wants D to give fakes c.
+(0, 1, 1) is the usual coding; (−1, 1, 0) (b − c = 1, b − a = 2) makes G minimize the Pearson χ² of (P+Q, 2Q)."""
+
+
+def least_squares_loss(d_real: Tensor, d_fake: Tensor, a: float = 0.0, b: float = 1.0, c: float = 1.0) -> GameLosses:
+    """L_D = ½E(D(x) − b)² + ½E(D(G z) − a)², L_G = ½E(D(G z) − c)²: gradients grow with distance to the target,
+    so fakes on the right side of the boundary but far from the data are still pulled in."""
+    loss_d = 0.5 * (d_real - b).pow(2).mean() + 0.5 * (d_fake - a).pow(2).mean()
+    return GameLosses(loss_d, 0.5 * (d_fake - c).pow(2).mean())
+
+
+def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
+    """L_D = E D(G z) − E D(x), L_G = −E D(G z): −L_D estimates W₁ only if D is kept 1-Lipschitz (weight clipping
+    in the update rule, or a gradient penalty here); without a constraint the critic values grow without bound."""
+    return GameLosses(d_fake.mean() - d_real.mean(), -d_fake.mean())
+
+
+# ---------------------------------------------------------------- f-GAN
+
+
+@dataclass(frozen=True)
+class FDivergence:
+    """One row of the f-GAN table (SPECS §6): D_f(P‖Q) = ∫ q f(p/q) ≥ sup_T E_P[T] − E_Q[f*(T)], T = g_f(V).
+
+    ``f`` is the convex generator (f(1) = 0 except the GAN row), ``activation`` g_f maps the critic's raw output V
+    from ℝ into the domain of the convex conjugate ``conjugate`` f*, and ``conjugate_activation`` is f*∘g_f written
+    in a numerically stable form (f*(g_f(v)) directly saturates to log 0 for the JS and GAN rows when v ≫ 0).
+    """
+
+    f: Callable[[Tensor], Tensor]
+    activation: Callable[[Tensor], Tensor]
+    conjugate: Callable[[Tensor], Tensor]
+    conjugate_activation: Callable[[Tensor], Tensor]
+
+
+F_DIVERGENCES: dict[str, FDivergence] = {
+    "kl": FDivergence(
+        f=lambda u: torch.xlogy(u, u),
+        activation=lambda v: v,
+        conjugate=lambda t: torch.exp(t - 1.0),
+        conjugate_activation=lambda v: torch.exp(v - 1.0),
+    ),
+    "reverse-kl": FDivergence(
+        f=lambda u: -torch.log(u),
+        activation=lambda v: -torch.exp(-v),
+        conjugate=lambda t: -1.0 - torch.log(-t),
+        conjugate_activation=lambda v: v - 1.0,
+    ),
+    "pearson": FDivergence(
+        f=lambda u: (u - 1.0).pow(2),
+        activation=lambda v: v,
+        conjugate=lambda t: t.pow(2) / 4.0 + t,
+        conjugate_activation=lambda v: v.pow(2) / 4.0 + v,
+    ),
+    "squared-hellinger": FDivergence(
+        f=lambda u: (torch.sqrt(u) - 1.0).pow(2),
+        activation=lambda v: -torch.expm1(-v),
+        conjugate=lambda t: t / (1.0 - t),
+        conjugate_activation=lambda v: torch.expm1(v),
+    ),
+    "js": FDivergence(
+        f=lambda u: torch.xlogy(u, u) - (u + 1.0) * torch.log((1.0 + u) / 2.0),
+        activation=lambda v: LOG2 - F.softplus(-v),
+        conjugate=lambda t: -LOG2 - torch.log1p(-torch.exp(t - LOG2)),  # −log(2 − eᵗ)
+        conjugate_activation=lambda v: F.softplus(v) - LOG2,
+    ),
+    "gan": FDivergence(
+        f=lambda u: torch.xlogy(u, u) - (u + 1.0) * torch.log1p(u),
+        activation=lambda v: -F.softplus(-v),
+        conjugate=lambda t: -torch.log(-torch.expm1(t)),  # −log(1 − eᵗ)
+        conjugate_activation=lambda v: F.softplus(v),
+    ),
+}
+
+FGanGenerator = Literal["saddle", "non-saturating"]
+
+
+def f_gan_loss(
+    d_real: Tensor, d_fake: Tensor, divergence: str | FDivergence = "js", generator: FGanGenerator = "non-saturating"
+) -> GameLosses:
+    """L_D = −(E_P[g_f(V(x))] − E_Q[f*(g_f(V(G z)))]), so −L_D is a lower bound on D_f(P‖Q), tight at T* = f'(p/q).
+
+    ``generator="saddle"`` minimizes −E_Q[f*(g_f(V))] (the bound itself; its E_P term does not depend on G);
+    ``"non-saturating"`` (default, what Nowozin et al. use in practice) maximizes E_Q[g_f(V)], which keeps the same
+    fixed point but a useful gradient while D rejects fakes. For the ``gan`` row these are exactly the minimax and
+    non-saturating GAN losses.
+    """
+    div = F_DIVERGENCES[divergence] if isinstance(divergence, str) else divergence
+    loss_d = -(div.activation(d_real).mean() - div.conjugate_activation(d_fake).mean())
+    if generator == "saddle":
+        loss_g = -div.conjugate_activation(d_fake).mean()
+    elif generator == "non-saturating":
+        loss_g = -div.activation(d_fake).mean()
+    else:
+        raise ValueError(f"generator_loss: {generator!r} is not one of 'saddle', 'non-saturating'")
+    return GameLosses(loss_d, loss_g)
+
+
+# ---------------------------------------------------------------- penalties (added to the discriminator's loss)
+
+
+def _input_gradients(discriminator: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """∇ₓD(x) per sample, flattened to (B, −1), kept in the graph so the penalty can be differentiated w.r.t. D.
+
+    The points are detached: a penalty regularizes D only. Summing D over the batch gives per-sample gradients as
+    long as D treats samples independently (no batch norm in the critic).
+    """
+    x = x.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    return grad.flatten(1)
+
+
+def gradient_penalty(
+    discriminator: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, weight: float = 10.0
+) -> Tensor:
+    """WGAN-GP: λ E(‖∇D(x̂)‖ − 1)² at x̂ = εx + (1 − ε)x̃, ε ~ U[0, 1] per sample (a soft 1-Lipschitz constraint
+    enforced along lines between data and fakes, where the optimal critic has unit gradient norm)."""
+    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), dtype=real.dtype, device=real.device)
+    mixed = eps * real.detach() + (1.0 - eps) * fake.detach()
+    norm = _input_gradients(discriminator, mixed).norm(dim=1)
+    return weight * (norm - 1.0).pow(2).mean()
+
+
+def r1_penalty(discriminator: Callable[[Tensor], Tensor], real: Tensor, gamma: float = 10.0) -> Tensor:
+    """R1: (γ/2) E_real ‖∇D(x)‖², zero-centred on the data, which makes the GAN equilibrium locally convergent."""
+    return 0.5 * gamma * _input_gradients(discriminator, real).pow(2).sum(dim=1).mean()
+
+
+def r2_penalty(discriminator: Callable[[Tensor], Tensor], fake: Tensor, gamma: float = 10.0) -> Tensor:
+    """R2: (γ/2) E_fake ‖∇D(x̃)‖², the same zero-centred penalty on generated samples."""
+    return 0.5 * gamma * _input_gradients(discriminator, fake).pow(2).sum(dim=1).mean()
+
+
+# ---------------------------------------------------------------- the objective
+
+
+class Adversarial:
+    """Both players' losses from one forward pass: z ~ model.sample_latent(B), x̃ = G(z), D on batch.x and x̃.
+
+    Nothing is detached: the gradient field differentiates each player's loss w.r.t. that player's parameters only,
+    so L_D's dependence on G (through x̃) and L_G's on D are never used, and one graph serves simultaneous and
+    alternating updates alike. Penalties are added to L_D only.
+    """
+
+    def __init__(
+        self,
+        loss: Callable[[Tensor, Tensor], GameLosses],
+        gradient_penalty: float = 0.0,
+        r1: float = 0.0,
+        r2: float = 0.0,
+    ):
+        for name, value in (("gradient_penalty", gradient_penalty), ("r1", r1), ("r2", r2)):
+            if not (value >= 0.0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite weight >= 0, got {value}")
+        self.loss, self.gp, self.r1, self.r2 = loss, gradient_penalty, r1, r2
+
+    def __call__(self, model: nn.Module, batch: Batch) -> Losses:
+        real = batch.x
+        fake = model.generator(model.sample_latent(len(batch)))
+        d_real, d_fake = model.discriminator(real), model.discriminator(fake)
+        loss_d, loss_g = self.loss(d_real, d_fake)
+        metrics = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        penalties = {
+            "gradient_penalty": (self.gp, lambda: gradient_penalty(model.discriminator, real, fake, self.gp)),
+            "r1": (self.r1, lambda: r1_penalty(model.discriminator, real, self.r1)),
+            "r2": (self.r2, lambda: r2_penalty(model.discriminator, fake, self.r2)),
+        }
+        for name, (weight, penalty) in penalties.items():
+            if weight > 0:
+                value = penalty()
+                loss_d = loss_d + value
+                metrics[name] = value.detach()
+        return Losses({"generator": loss_g, "discriminator": loss_d}, metrics)
+
+
+GanLoss = Literal["minimax", "non-saturating", "hinge", "least-squares", "wgan", "f-gan"]
+Divergence = Literal["kl", "reverse-kl", "pearson", "squared-hellinger", "js", "gan"]
+LsganCoding = Literal["0-1-1", "-1-1-0"]
+
+_SIMPLE_LOSSES: dict[str, Callable[[Tensor, Tensor], GameLosses]] = {
+    "minimax": minimax_loss,
+    "non-saturating": non_saturating_loss,
+    "hinge": hinge_loss,
+    "wgan": wasserstein_loss,
+}
+
+
+@OBJECTIVES.register("gan")
+def gan(
+    loss: GanLoss = "non-saturating",
+    divergence: Divergence | None = None,
+    generator_loss: FGanGenerator | None = None,
+    lsgan_coding: LsganCoding | None = None,
+    gradient_penalty: float = 0.0,
+    r1: float = 0.0,
+    r2: float = 0.0,
+) -> Adversarial:
+    """A two-player GAN objective. ``divergence`` (default js) and ``generator_loss`` (default non-saturating) apply
+    to ``f-gan`` only and ``lsgan_coding`` (default 0-1-1) to ``least-squares`` only; setting them for another loss
+    is an error rather than silently ignored."""
+    if loss != "f-gan":
+        for name, value in (("divergence", divergence), ("generator_loss", generator_loss)):
+            if value is not None:
+                raise ValueError(f"{name}: only used with loss 'f-gan', not {loss!r}")
+    if loss != "least-squares" and lsgan_coding is not None:
+        raise ValueError(f"lsgan_coding: only used with loss 'least-squares', not {loss!r}")
+    if loss == "f-gan":
+        div = divergence or "js"
+        if div not in F_DIVERGENCES:
+            raise ValueError(f"divergence: {div!r} is not one of {', '.join(F_DIVERGENCES)}")
+        gen = generator_loss or "non-saturating"
+        if gen not in ("saddle", "non-saturating"):
+            raise ValueError(f"generator_loss: {gen!r} is not one of 'saddle', 'non-saturating'")
+
+        def chosen(d_real: Tensor, d_fake: Tensor) -> GameLosses:
+            return f_gan_loss(d_real, d_fake, div, gen)
+
+    elif loss == "least-squares":
+        coding = lsgan_coding or "0-1-1"
+        if coding not in LSGAN_CODINGS:
+            raise ValueError(f"lsgan_coding: {coding!r} is not one of {', '.join(LSGAN_CODINGS)}")
+        a, b, c = LSGAN_CODINGS[coding]
+
+        def chosen(d_real: Tensor, d_fake: Tensor) -> GameLosses:
+            return least_squares_loss(d_real, d_fake, a, b, c)
+
+    elif loss in _SIMPLE_LOSSES:
+        chosen = _SIMPLE_LOSSES[loss]
+    else:
+        raise ValueError(f"loss: {loss!r} is not one of {', '.join(get_args(GanLoss))}")
+    return Adversarial(chosen, gradient_penalty, r1, r2)
