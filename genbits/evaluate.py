@@ -21,9 +21,8 @@ TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
 
 def test_batch(run: Run, n: int) -> torch.Tensor:
     """Held-out data: fresh samples (fixed seed, disjoint stream) for toys, the test split for finite datasets."""
-    generator = seeded_generator(run.config.train.seed, TEST_STREAM)
     if isinstance(run.dataset, SampledDataset):
-        return run.dataset.sample(n, generator).x
+        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM)).x
     test = build_dataset(run.config.data.name, run.config.data.options, split="test", seed=run.config.train.seed)
     return test.x[:n]
 

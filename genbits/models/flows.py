@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genbits.models.base import standard_normal_log_prob
 from genbits.registry import MODELS
 
 # ----------------------------------------------------------------------------------------------------
@@ -359,9 +360,6 @@ class Flow(nn.Module):
         if c is not None:
             raise ValueError("this flow is unconditional: got a conditioning input c, expected None")
 
-    def _base_log_prob(self, z: Tensor) -> Tensor:
-        return -0.5 * (z * z).sum(1) - 0.5 * self.features * math.log(2 * math.pi)
-
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         a = self._anchor
         return torch.randn(n, self.features, generator=generator, device=a.device, dtype=a.dtype)
@@ -370,13 +368,13 @@ class Flow(nn.Module):
         """log p(x), shape (B,)."""
         self._unconditional(c)
         z, ladj = self.transform(x.reshape(len(x), self.features))
-        return self._base_log_prob(z) + ladj
+        return standard_normal_log_prob(z) + ladj
 
     def rsample_and_log_prob(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """n reparameterized samples and their log p, differentiable in the parameters (for reverse KL)."""
         z = self._noise(n, generator)
         x, ladj = self.transform.inverse(z)
-        return x.reshape(n, *self.event_shape), self._base_log_prob(z) - ladj
+        return x.reshape(n, *self.event_shape), standard_normal_log_prob(z) - ladj
 
     @torch.no_grad()
     def sample(self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:

@@ -3,11 +3,10 @@ comparing divergences — under reverse KL it collapses onto one mode, under for
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
+from genbits.models.base import standard_normal_log_prob
 from genbits.registry import MODELS
 
 
@@ -30,13 +29,12 @@ class Gaussian(nn.Module):
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         z = torch.linalg.solve_triangular(self.scale_tril(), (x - self.mean).unsqueeze(-1), upper=False)
         z = z.squeeze(-1)  # (B, D)
-        return -0.5 * (z**2).sum(-1) - self.log_diag.sum() - 0.5 * self.dim * math.log(2 * math.pi)
+        return standard_normal_log_prob(z) - self.log_diag.sum()
 
     def rsample_and_log_prob(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         eps = torch.randn(n, self.dim, generator=generator, device=self.mean.device)
         x = self.mean + eps @ self.scale_tril().T
-        log_q = -0.5 * (eps**2).sum(-1) - self.log_diag.sum() - 0.5 * self.dim * math.log(2 * math.pi)
-        return x, log_q
+        return x, standard_normal_log_prob(eps) - self.log_diag.sum()
 
     def sample(self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         with torch.no_grad():

@@ -35,21 +35,24 @@ class GameLosses(NamedTuple):
 # ---------------------------------------------------------------- losses on critic outputs (D(x) = raw logits)
 
 
+def logistic_discriminator_loss(d_real: Tensor, d_fake: Tensor) -> Tensor:
+    """−E log σ(D(x)) − E log(1 − σ(D(G z))), on logits: the D loss of both the minimax and non-saturating games."""
+    return F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+
+
 def minimax_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
     """The original game: D maximizes E log σ(D(x)) + E log(1 − σ(D(G z))), G minimizes E log(1 − σ(D(G z))).
 
     Written with softplus on logits (log σ(v) = −softplus(−v)) so it never takes log(0). At the optimal D the
     generator minimizes 2·JSD − log 4, but its gradient vanishes when D confidently rejects fakes (D(G z) ≪ 0).
     """
-    loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-    return GameLosses(loss_d, -F.softplus(d_fake).mean())
+    return GameLosses(logistic_discriminator_loss(d_real, d_fake), -F.softplus(d_fake).mean())
 
 
 def non_saturating_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
     """Same D loss as minimax; G minimizes −E log σ(D(G z)) = E softplus(−D(G z)), whose gradient is strong
     exactly where minimax's vanishes (early training, D(G z) ≪ 0). Same fixed points, better dynamics."""
-    loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-    return GameLosses(loss_d, F.softplus(-d_fake).mean())
+    return GameLosses(logistic_discriminator_loss(d_real, d_fake), F.softplus(-d_fake).mean())
 
 
 def hinge_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
