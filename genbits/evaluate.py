@@ -1,22 +1,42 @@
-"""Default evaluation of a run, by what its model offers: held-out NLL for density models (and the truth's NLL
-on the same samples where the data density is known, so the gap is the KL from data to model; for images the
-NLL is the uniform-dequantization bound on the discrete likelihood, also in bits/dim)."""
+"""Evaluation of a run by what its model offers.
+
+- ``nll``: held-out NLL for density models (and the truth's NLL on the same samples where the data density is
+  known, so the gap is the KL from data to model; for images the uniform-dequantization bound on the discrete
+  likelihood, also in bits/dim).
+- ``fid``, ``kid``, ``pr``: sample quality on features of model samples vs held-out data (the test split, or fresh
+  samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
+  fingerprint (weights hash + preprocessing).
+- ``modes``: mode coverage of samples on mixtures with known centres (SPECS §7).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
 
 from genbits.data import build_dataset
 from genbits.data.base import SampledDataset, dequantize
+from genbits.errors import ConfigError
+from genbits.metrics.extractors import Extractor, extractor
+from genbits.metrics.fid import fid, kid, precision_recall
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
+from genbits.metrics.modes import mode_coverage
 from genbits.run import Run
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
+METRICS = ("nll", "fid", "kid", "pr", "modes")
+FEATURE_METRICS = ("fid", "kid", "pr")
+DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
 
 
 def test_batch(run: Run, n: int) -> torch.Tensor:
@@ -27,31 +47,138 @@ def test_batch(run: Run, n: int) -> torch.Tensor:
     return test.x[:n]
 
 
+def default_metrics(run: Run) -> list[str]:
+    """NLL for density models, sample metrics for the rest; mode coverage wherever the modes are known."""
+    metrics = ["nll"] if hasattr(run.model, "log_prob") else list(FEATURE_METRICS)
+    if getattr(run.dataset, "centres", None) is not None:
+        metrics.append("modes")
+    return metrics
+
+
+def default_features(run: Run) -> str:
+    """genbits' own classifier for its image datasets; the raw coordinates for low-dimensional data."""
+    if getattr(run.dataset, "levels", None) is None:
+        return "raw"
+    if run.config.data.name in DEFAULT_FEATURES:
+        return DEFAULT_FEATURES[run.config.data.name]
+    raise ConfigError(f"--features: no default feature net for {run.config.data.name!r}; pass one (see --help)")
+
+
 @torch.no_grad()
-def evaluate(run: Run, n: int | None = None) -> dict[str, Any]:
-    """Metrics for ``run`` at its latest checkpoint; written to ``eval.json`` by the CLI."""
+def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
+    if not hasattr(run.model, "log_prob"):
+        raise ConfigError(f"metrics: 'nll' needs a density model; {type(run.model).__name__} has no log_prob")
+    x = test_batch(run, n)
+    result: dict[str, Any] = {"n": len(x)}
+    levels = getattr(run.dataset, "levels", None)
+    if levels is not None:  # images: a bound on the discrete NLL through uniform dequantization
+        x = dequantize(x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
+    nll = torch.cat([-run.model.log_prob(chunk) for chunk in x.split(4096)])
+    if levels is not None:
+        dims = x[0].numel()
+        nll = dequantized_nll(nll, levels, dims)
+        result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
+    result["test_nll"] = nll.mean().item()
+    result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
+    if getattr(run.dataset, "has_log_prob", False):
+        true_nll = -run.dataset.log_prob(x)
+        result["true_nll"] = true_nll.mean().item()
+        result["gap"] = result["test_nll"] - result["true_nll"]  # ≈ KL(p* ‖ p_θ)
+        result["gap_stderr"] = ((nll - true_nll).std() / math.sqrt(len(nll))).item()
+    return result
+
+
+@torch.no_grad()
+def model_samples(run: Run, n: int, seed: int = 0, chunk: int = 1000) -> Tensor:
+    """n samples drawn with their own generator; images are clipped to the data range [0, 1]."""
+    generator = torch.Generator().manual_seed(seed)
+    samples = torch.cat([run.model.sample(len(c), generator=generator) for c in torch.arange(n).split(chunk)])
+    return samples.clamp(0, 1) if getattr(run.dataset, "levels", None) is not None else samples
+
+
+def cache_dir() -> Path:
+    """``$GENBITS_CACHE`` or ``~/.cache/genbits``: where reference features live."""
+    return Path(os.environ.get("GENBITS_CACHE", Path.home() / ".cache" / "genbits")) / "reference"
+
+
+def reference_features(run: Run, features: Extractor, n: int, progress: bool = False) -> Tensor:
+    """Features of n held-out data points, computed once per (dataset, split, N, seed for toys, extractor)."""
+    sampled = isinstance(run.dataset, SampledDataset)
+    key = {
+        "data": {"name": run.config.data.name, "options": run.config.data.options},
+        "split": "fresh samples" if sampled else "test",
+        "n": n,
+        "seed": run.config.train.seed if sampled else None,
+        "extractor": features.fingerprint,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+    path = cache_dir() / f"{run.config.data.name}-{features.name.replace(':', '.')}-{n}-{digest}.safetensors"
+    if path.is_file():
+        try:
+            return load_file(str(path))["features"]
+        except Exception as e:  # a truncated or foreign file: recompute rather than trust it
+            warnings.warn(f"ignoring unreadable reference cache {path}: {e}", stacklevel=2)
+    result = features(test_batch(run, n), progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(f".tmp{os.getpid()}")
+    save_file({"features": result.contiguous()}, str(temporary), metadata={"key": json.dumps(key, default=str)})
+    temporary.replace(path)
+    return result
+
+
+def sample_metrics(
+    run: Run, metrics: list[str], features: str | Extractor | None, n: int, progress: bool = False
+) -> dict[str, Any]:
+    """FID / KID / precision-recall / mode coverage of n model samples (seed 0)."""
+    if not hasattr(run.model, "sample"):
+        raise ConfigError(f"metrics: {', '.join(metrics)} need samples; {type(run.model).__name__} cannot sample")
+    samples = model_samples(run, n)
+    result: dict[str, Any] = {"samples": len(samples)}
+    if "modes" in metrics:
+        centres = getattr(run.dataset, "centres", None)
+        if centres is None:
+            raise ConfigError(f"metrics: 'modes' needs a mixture with known centres; {run.config.data.name} has none")
+        result["modes"] = mode_coverage(samples, centres, run.dataset.std)
+    wanted = [m for m in metrics if m in FEATURE_METRICS]
+    if wanted:
+        net = features if isinstance(features, Extractor) else extractor(features or default_features(run))
+        real = reference_features(run, net, n, progress)
+        fake = net(samples, progress=progress)
+        result["features"], result["reference_n"] = net.name, len(real)
+        if "fid" in wanted:
+            result["fid"] = fid(real, fake)
+        if "kid" in wanted:
+            result["kid_mean"], result["kid_std"] = kid(real, fake, generator=torch.Generator().manual_seed(0))
+        if "pr" in wanted:
+            result["precision"], result["recall"] = precision_recall(real, fake)
+    return result
+
+
+def evaluate(
+    run: Run,
+    n: int | None = None,
+    metrics: list[str] | None = None,
+    features: str | Extractor | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Metrics for ``run`` at its latest checkpoint (default: :func:`default_metrics`); the CLI writes eval.json."""
     n = n or run.config.train.eval_samples
+    metrics = metrics or default_metrics(run)
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ConfigError(f"metrics: {', '.join(unknown)} unknown; choose from {', '.join(METRICS)}")
     result: dict[str, Any] = {"step": run.step}
-    if hasattr(run.model, "log_prob"):
-        x = test_batch(run, n)
-        result["n"] = len(x)
-        levels = getattr(run.dataset, "levels", None)
-        if levels is not None:  # images: a bound on the discrete NLL through uniform dequantization
-            x = dequantize(x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
-        nll = torch.cat([-run.model.log_prob(chunk) for chunk in x.split(4096)])
-        if levels is not None:
-            dims = x[0].numel()
-            nll = dequantized_nll(nll, levels, dims)
-            result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
-        result["test_nll"] = nll.mean().item()
-        result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
-        if getattr(run.dataset, "has_log_prob", False):
-            true_nll = -run.dataset.log_prob(x)
-            result["true_nll"] = true_nll.mean().item()
-            result["gap"] = result["test_nll"] - result["true_nll"]  # ≈ KL(p* ‖ p_θ)
-            result["gap_stderr"] = ((nll - true_nll).std() / math.sqrt(len(nll))).item()
+    if "nll" in metrics:
+        result.update(likelihood_metrics(run, n))
+    if any(m != "nll" for m in metrics):
+        result.update(sample_metrics(run, metrics, features, n, progress))
     return result
 
 
 def write_eval(run: Run, result: dict[str, Any]) -> None:
-    (run.path / "eval.json").write_text(json.dumps(result, indent=2))
+    """Write eval.json; results of other metrics at the same step are kept."""
+    path = run.path / "eval.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    if previous.get("step") != result["step"]:
+        previous = {}
+    path.write_text(json.dumps(previous | result, indent=2))
