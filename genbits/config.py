@@ -99,6 +99,7 @@ class TrainConfig:
     nan_lr_factor: float = bounded(0.5, 0.0, 1.0, strict=True)  # rollback multiplies every LR by this
     max_rollbacks: int = bounded(3, 0)
     eval_samples: int = bounded(10000, 1)  # fresh test samples for sampled datasets
+    diagnostics: bool = False  # log grad norms, update ratios and spectral norms (metrics/dynamics.py)
 
 
 @dataclass

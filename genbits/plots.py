@@ -93,10 +93,38 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
     plt.close(fig)
 
 
+DYNAMICS = ("grad_norm/", "update_ratio/", "spectral_norm/")
+
+
+def plot_dynamics(records: list[dict], path: Path) -> bool:
+    """Diagnostics logged with train.diagnostics: one log-scale panel per kind, one line per player or layer."""
+    kinds = [k for k in DYNAMICS if any(key.startswith(k) for r in records for key in r)]
+    if not kinds:
+        return False
+    fig, axes = plt.subplots(len(kinds), 1, figsize=(8, 3 * len(kinds)), squeeze=False)
+    for ax, kind in zip(axes[:, 0], kinds, strict=True):
+        keys = sorted({key for r in records for key in r if key.startswith(kind)})
+        for key in keys:
+            points = [(r["step"], r[key]) for r in records if key in r and r[key] > 0]
+            if points:
+                player_total = key.count("/") == 1
+                ax.plot(*zip(*points, strict=True), lw=2.5 if player_total else 0.8, label=key.removeprefix(kind))
+        ax.set_yscale("log")
+        ax.set_ylabel(kind.rstrip("/"))
+        if len(keys) <= 12:
+            ax.legend(fontsize=6, loc="best")
+    axes[-1, 0].set_xlabel("step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return True
+
+
 def plot_metrics(records: list[dict], path: Path) -> list[str]:
     """One panel per logged metric against step; returns the metric names plotted."""
     names, seen = [], []
-    for name in sorted({k for r in records for k in r if k not in ("step", "samples", "time", "event", "lr_scale")}):
+    skip = ("step", "samples", "time", "event", "lr_scale")
+    for name in sorted({k for r in records for k in r if k not in skip and not k.startswith(DYNAMICS)}):
         series = [r.get(name) for r in records]
         if series not in seen:  # e.g. a likelihood run logs its loss also as nll: one panel
             names.append(name)

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from genbits.config import OptimConfig, PlayerOptim
 from genbits.data.base import Batch
+from genbits.metrics.dynamics import Dynamics
 from genbits.objectives.base import Losses
 from genbits.optim.field import GradientField, Grads
 from genbits.registry import RULES
@@ -59,6 +60,7 @@ class UpdateRule:
         self.settings = {name: optim.for_player(name) for name in players}
         self.optimizers = {name: make_optimizer(field.params[name], self.settings[name]) for name in players}
         self.lr_scale = 1.0  # lowered by NaN rollbacks; checkpointed
+        self.dynamics: Dynamics | None = None  # set by the loop when train.diagnostics is on
 
     def step(self, batches: Batches) -> Losses:
         raise NotImplementedError
@@ -71,6 +73,7 @@ class UpdateRule:
     def apply(self, name: str, grads: list[Tensor]) -> None:
         """One optimizer step of player ``name`` along ``grads`` (clipped to the player's grad_clip)."""
         params = self.field.params[name]
+        before = self.dynamics.observe_gradients(name, grads) if self.dynamics else None
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         if self.settings[name].grad_clip:
@@ -78,6 +81,8 @@ class UpdateRule:
         self.optimizers[name].step()
         for p in params:
             p.grad = None
+        if self.dynamics:
+            self.dynamics.observe_update(name, before)
 
     def state_dict(self) -> dict[str, Any]:
         return {

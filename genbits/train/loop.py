@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from genbits.config import Config
 from genbits.errors import GenbitsError, NonFiniteLoss
+from genbits.metrics.dynamics import Dynamics
 from genbits.objectives.base import players_of
 from genbits.optim.field import GradientField
 from genbits.optim.rules import Batches, lr_factor
@@ -113,6 +114,8 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
         optim=config.optim,
         field=field,
     )
+    if cfg.diagnostics:
+        rule.dynamics = Dynamics(players)
     stream = BatchStream(dataset, cfg.batch_size, cfg.seed, rank, world, device)
     ema = EMA(model, cfg.ema_decay)
     config_hash = config.hash()
@@ -166,6 +169,9 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
         while step < cfg.steps:
             rule.set_lr_factor(lr_factor(config.optim, step, cfg.steps))
             batches = Batches(next(stream), lambda: next(stream))
+            logged = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
+            if rule.dynamics:
+                rule.dynamics.active = logged
             try:
                 out = rule.step(batches)
             except NonFiniteLoss as e:
@@ -190,8 +196,9 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
             ema.update(model)
             step += 1
             bar.update(1)
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                record = log_record(out.scalars(), step, cfg.batch_size, rule, time.perf_counter() - start)
+            if logged:
+                scalars = out.scalars() | (rule.dynamics.collect() if rule.dynamics else {})
+                record = log_record(scalars, step, cfg.batch_size, rule, time.perf_counter() - start)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.startswith("loss")})
                 if main:
                     run.append_metrics(record)
