@@ -19,3 +19,7 @@ class CheckpointError(GenbitsError):
 
 class NonFiniteLoss(GenbitsError):
     """A loss became NaN/inf; raised before the offending update is applied."""
+
+
+class TrainingDiverged(GenbitsError):
+    """Training stopped on a non-finite loss (after any allowed rollbacks): a result for sweeps, not a crash."""

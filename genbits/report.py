@@ -8,8 +8,13 @@ import json
 import tempfile
 from pathlib import Path
 
-from genbits.plots import plot_metrics
+from genbits.plots import plot_dynamics, plot_metrics
 from genbits.train.rundir import RunDir
+
+STYLE = (
+    "body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
+    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+)
 
 
 def inline_png(path: Path) -> str:
@@ -38,6 +43,9 @@ def write_report(run_dir: str | Path) -> Path:
         curves = Path(tmp) / "metrics.png"
         if plot_metrics(records, curves):
             sections.append("<h2>Training curves</h2>" + inline_png(curves))
+        dynamics = Path(tmp) / "dynamics.png"
+        if plot_dynamics(records, dynamics):
+            sections.append("<h2>Training dynamics</h2>" + inline_png(dynamics))
     samples = sorted(run.samples.glob("*.png")) if run.samples.is_dir() else []
     if samples:
         picks = samples if len(samples) <= 2 else [samples[0], samples[-1]]
@@ -46,13 +54,14 @@ def write_report(run_dir: str | Path) -> Path:
     provenance = run.path / "provenance.json"
     if provenance.exists():
         sections.append(f"<h2>Provenance</h2><pre>{html.escape(provenance.read_text())}</pre>")
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
-        "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
-    )
     out = run.path / "report.html"
-    out.write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(run.path.name)}</title>"
-        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
-    )
+    out.write_text(page(run.path.name, sections))
     return out
+
+
+def page(title: str, sections: list[str]) -> str:
+    """One self-contained HTML page; run and sweep reports share its look."""
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
+    )

@@ -61,7 +61,9 @@ def test_list_shows_presets_and_components(capsys):
         assert word in out
 
 
-@pytest.mark.parametrize("command", ["train", "sample", "eval", "report", "demo", "list"])
+@pytest.mark.parametrize(
+    "command", ["train", "sample", "eval", "report", "demo", "list", "experiment", "sweep", "features"]
+)
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         parser().parse_args([command, "--help"])

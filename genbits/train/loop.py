@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genbits.config import Config
-from genbits.errors import GenbitsError, NonFiniteLoss
+from genbits.errors import NonFiniteLoss, TrainingDiverged
 from genbits.metrics.dynamics import Dynamics
 from genbits.objectives.base import players_of
 from genbits.optim.field import GradientField
@@ -178,7 +178,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
                 where = f"{last_path} (step {checkpoint_step(last_path)})"
                 if cfg.on_nan == "stop" or rollbacks >= cfg.max_rollbacks:
                     bar.close()
-                    raise GenbitsError(
+                    raise TrainingDiverged(
                         f"step {step + 1}: {e}; stopped. Last good checkpoint: {where}. "
                         "Lower optim.lr, clip gradients (optim.grad_clip) or set train.on_nan=rollback."
                     ) from None
