@@ -1,5 +1,5 @@
 """Model families; importing a family registers its factories in ``genbits.registry.MODELS``."""
 
-from genbits.models import flows, gaussian
+from genbits.models import flows, gan, gaussian
 
-__all__ = ["flows", "gaussian"]
+__all__ = ["flows", "gan", "gaussian"]

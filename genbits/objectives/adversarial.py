@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, NamedTuple, get_args
 
 import torch
@@ -199,7 +200,8 @@ def r2_penalty(discriminator: Callable[[Tensor], Tensor], fake: Tensor, gamma: f
 
 
 class Adversarial:
-    """Both players' losses from one forward pass: z ~ model.sample_latent(B), x̃ = G(z), D on batch.x and x̃.
+    """Both players' losses from one forward pass: z ~ model.sample_latent(B), x̃ = G(z), D on batch.x and x̃
+    (a conditional model gets the batch's labels on both sides).
 
     Nothing is detached: the gradient field differentiates each player's loss w.r.t. that player's parameters only,
     so L_D's dependence on G (through x̃) and L_G's on D are never used, and one graph serves simultaneous and
@@ -220,14 +222,17 @@ class Adversarial:
 
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         real = batch.x
-        fake = model.generator(model.sample_latent(len(batch)))
-        d_real, d_fake = model.discriminator(real), model.discriminator(fake)
+        generate, critic = model.generator, model.discriminator
+        if getattr(model, "conditional", False):  # fakes carry the batch's labels, so both sides share p(y)
+            generate, critic = partial(generate, y=batch.y), partial(critic, y=batch.y)
+        fake = generate(model.sample_latent(len(batch)))
+        d_real, d_fake = critic(real), critic(fake)
         loss_d, loss_g = self.loss(d_real, d_fake)
         metrics = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
         penalties = {
-            "gradient_penalty": (self.gp, lambda: gradient_penalty(model.discriminator, real, fake, self.gp)),
-            "r1": (self.r1, lambda: r1_penalty(model.discriminator, real, self.r1)),
-            "r2": (self.r2, lambda: r2_penalty(model.discriminator, fake, self.r2)),
+            "gradient_penalty": (self.gp, lambda: gradient_penalty(critic, real, fake, self.gp)),
+            "r1": (self.r1, lambda: r1_penalty(critic, real, self.r1)),
+            "r2": (self.r2, lambda: r2_penalty(critic, fake, self.r2)),
         }
         for name, (weight, penalty) in penalties.items():
             if weight > 0:

@@ -1,0 +1,1 @@
+"""The deep learning bits as small modules, chosen by constructor arguments."""
