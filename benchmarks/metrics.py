@@ -6,7 +6,8 @@ Features: two sets of n ReLU'd correlated Gaussian vectors (Inception pool featu
 the second with a shifted mean and scaled covariance, in float64, fed identically to every library.
 torchmetrics gets an identity feature module. KID is compared on a single subset holding all n rows of each
 set (random subsets differ between libraries), FID on all rows, precision/recall (k = 3) against prdc.
-Each timing is the median of ``repeats`` runs; relative differences are |genbits − peer| / |peer|.
+Each timing is the median of ``repeats`` runs, genbits and its peer alternating; relative differences are
+|genbits − peer| / |peer|.
 """
 
 from __future__ import annotations
@@ -45,13 +46,18 @@ def features(n: int, dim: int, seed: int) -> tuple[Tensor, Tensor]:
     return real, fake
 
 
-def timed(fn: Callable[[], object], repeats: int) -> tuple[object, float]:
-    times, value = [], None
+def timed_pair(
+    ours: Callable[[], object], peer: Callable[[], object], repeats: int
+) -> tuple[object, float, object, float]:
+    """Values and median seconds of two computations, run alternately so machine load hits both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
+    values: list[object] = [None, None]
     for _ in range(repeats):
-        start = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - start)
-    return value, statistics.median(times)
+        for i, fn in enumerate((ours, peer)):
+            start = time.perf_counter()
+            values[i] = fn()
+            times[i].append(time.perf_counter() - start)
+    return values[0], statistics.median(times[0]), values[1], statistics.median(times[1])
 
 
 def torchmetrics_fid(real: Tensor, fake: Tensor) -> float:
@@ -93,8 +99,7 @@ def main() -> None:
         ),
         ("precision, recall", lambda: precision_recall(real, fake), "prdc", lambda: prdc_pr(real, fake)),
     ):
-        value, seconds = timed(ours, args.repeats)
-        peer_value, peer_seconds = timed(peer, args.repeats)
+        value, seconds, peer_value, peer_seconds = timed_pair(ours, peer, args.repeats)
         ours_values, peer_values = np.atleast_1d(value), np.atleast_1d(peer_value)
         difference = float(np.max(np.abs(ours_values - peer_values) / np.abs(peer_values)))
         rows.append((metric, ours_values, seconds, peer_name, peer_values, peer_seconds, difference))

@@ -49,25 +49,31 @@ def kid(
     return float(values.mean()), float(values.std(correction=0))
 
 
+def _distances(rows: Tensor, points: Tensor) -> Tensor:
+    """Euclidean distances by the matrix-product expansion (what makes 10k × 10k × 2048 take seconds)."""
+    return torch.cdist(rows, points, compute_mode="use_mm_for_euclid_dist")
+
+
 def _kth_neighbour_radii(x: Tensor, k: int, chunk: int) -> Tensor:
     """Distance from each row of x to its k-th nearest other row (the row itself, at distance 0, is skipped)."""
     if len(x) <= k:
         raise ValueError(f"need more than k = {k} samples per set, got {len(x)}")
-    return torch.cat([torch.cdist(rows, x).topk(k + 1, dim=1, largest=False).values[:, k] for rows in x.split(chunk)])
+    return torch.cat([_distances(rows, x).topk(k + 1, dim=1, largest=False).values[:, k] for rows in x.split(chunk)])
 
 
-def _share_inside(points: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> float:
-    """Share of ``points`` inside at least one closed ball (centres[j], radii[j])."""
-    inside = [(torch.cdist(rows, centres) <= radii).any(dim=1) for rows in points.split(chunk)]
-    return float(torch.cat(inside).double().mean())
-
-
-def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 1024) -> tuple[float, float]:
+def precision_recall(real: Tensor, fake: Tensor, k: int = 3, chunk: int = 4096) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019) with k-NN balls as the manifold estimate.
 
-    Precision: share of fake samples inside some real ball; recall: share of real samples inside some fake ball.
-    Distances are taken ``chunk`` rows at a time, so memory is chunk × N, never N × N × D.
+    Precision: share of fake samples inside some real ball; recall: share of real samples inside some fake ball
+    (closed balls). The fake × real distances are computed once, ``chunk`` fake rows at a time, and serve both
+    directions, so memory is chunk × N floats (330 MB at the default 4096 × 10k), never N × N × D; smaller
+    chunks make the matrix products less efficient.
     """
     real, fake = as_features(real), as_features(fake)
     real_radii, fake_radii = _kth_neighbour_radii(real, k, chunk), _kth_neighbour_radii(fake, k, chunk)
-    return _share_inside(fake, real, real_radii, chunk), _share_inside(real, fake, fake_radii, chunk)
+    precise, covered = [], torch.zeros(len(real), dtype=torch.bool)
+    for rows, radii in zip(fake.split(chunk), fake_radii.split(chunk), strict=True):
+        distances = _distances(rows, real)
+        precise.append((distances <= real_radii).any(dim=1))
+        covered |= (distances <= radii[:, None]).any(dim=0)
+    return float(torch.cat(precise).double().mean()), float(covered.double().mean())
