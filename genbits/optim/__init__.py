@@ -1,7 +1,7 @@
 """Update rules and the gradient field they evaluate."""
 
-from genbits.optim import rules
+from genbits.optim import games, rules
 from genbits.optim.field import GradientField
 from genbits.optim.rules import Batches, UpdateRule
 
-__all__ = ["Batches", "GradientField", "UpdateRule", "rules"]
+__all__ = ["Batches", "GradientField", "UpdateRule", "games", "rules"]

@@ -4,12 +4,19 @@ This is the one place that runs the objective under autocast, checks the losses 
 all-reduces gradients across processes. Rules that evaluate the field several times per step (RK4, extragradient)
 pass ``update_state=False`` after the first evaluation so layer state (BN running statistics, power-iteration
 vectors) moves once per step, as in a plain step.
+
+Some rules (consensus optimization, ODE-GAN's regularizer, discretization-drift corrections) also need the gradient
+of a *penalty built from gradients*, e.g. ∇_φ‖∇_θ L_G‖². They pass a ``Penalty``: it receives ``grad_of(loss, wrt)``
+(a gradient that can itself be differentiated) and returns each penalized player's ``Term``s, which are
+differentiated w.r.t. that player's parameters only; those penalty gradients come back separately from the loss
+gradients (double backward, in the same evaluation, all-reduced with them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, nullcontext
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +28,30 @@ from genbits.train.distributed import all_reduce_mean, any_process
 
 Grads = dict[str, list[Tensor]]
 
+
+class Term(NamedTuple):
+    """weight·⟨a, sg b⟩, differentiated through ``a`` only: its gradient is weight·(∂a/∂params)ᵀ b.
+
+    Taken as a vector–Jacobian product instead of with ``detach``, so ``b`` still depends on the point for whoever
+    differentiates the result once more (the linear analysis). ‖g‖² is Term(2, g, g): its gradient is 2(∂g)ᵀg.
+    """
+
+    weight: float
+    a: list[Tensor]
+    b: list[Tensor]
+
+
+GradOf = Callable[[str, str], list[Tensor]]  # grad_of(loss player, w.r.t. player), itself differentiable
+Penalty = Callable[[GradOf], dict[str, list[Term]]]  # the terms added to each player's loss
+
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class FieldValue(NamedTuple):
+    grads: Grads  # ∇_p L_p for each requested player
+    penalty_grads: Grads  # the gradient of each player's penalty terms (empty without a penalty)
+    penalties: dict[str, Tensor]  # Σ weight·⟨a, b⟩ per penalized player (detached), checked for finiteness
+    losses: Losses
 
 
 @contextmanager
@@ -34,6 +64,75 @@ def frozen_buffers(model: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for b, s in zip(model.buffers(), saved, strict=True):
                 b.copy_(s)
+
+
+def _vjp(
+    outputs: list[Tensor], vectors: list[Tensor], params: list[Tensor], retain: bool, graph: bool, scale: float
+) -> list[Tensor]:
+    """(∂outputs/∂params)ᵀ·vectors, zeros where unused; ``scale`` (fp16 loss scaling) multiplies in, divides out."""
+    used = [(o, v * scale) for o, v in zip(outputs, vectors, strict=True) if o.requires_grad]
+    if not used:
+        return [torch.zeros_like(p) for p in params]
+    found = torch.autograd.grad(
+        [o for o, _ in used], params, [v for _, v in used], retain_graph=retain, create_graph=graph, allow_unused=True
+    )
+    return [torch.zeros_like(p) if g is None else g / scale for p, g in zip(params, found, strict=True)]
+
+
+def _loss_grad(loss: Tensor, params: list[Tensor], retain: bool, graph: bool, scale: float) -> list[Tensor]:
+    loss = loss.float()
+    return _vjp([loss], [torch.ones_like(loss)], params, retain, graph, scale)
+
+
+def differentiate(
+    losses: dict[str, Tensor],
+    params: dict[str, list[Tensor]],
+    players: Collection[str],
+    penalty: Penalty | None = None,
+    scale: float = 1.0,
+    create_graph: bool = False,
+) -> tuple[Grads, Grads, dict[str, Tensor]]:
+    """Each requested player's gradient of its own loss, and the gradient of each penalized player's terms.
+
+    ``create_graph`` keeps the results differentiable (the linear analysis takes Jacobians of whole steps).
+    """
+    graph = create_graph or penalty is not None
+    cache: dict[tuple[str, str], list[Tensor]] = {}
+
+    def grad_of(loss: str, wrt: str) -> list[Tensor]:
+        if (loss, wrt) not in cache:
+            cache[loss, wrt] = _loss_grad(losses[loss], params[wrt], retain=True, graph=True, scale=scale)
+        return cache[loss, wrt]
+
+    terms = penalty(grad_of) if penalty is not None else {}
+    names = [name for name in losses if name in players]
+    grads: Grads = {}
+    for i, name in enumerate(names):
+        found = cache.get((name, name)) or _loss_grad(
+            losses[name], params[name], retain=graph or i < len(names) - 1, graph=create_graph, scale=scale
+        )
+        grads[name] = found if create_graph else [g.detach() for g in found]
+    penalty_grads, values = {}, {}
+    for name, player_terms in terms.items():
+        outputs = [x for t in player_terms for x in t.a]
+        vectors = [t.weight * y for t in player_terms for y in t.b]
+        penalty_grads[name] = _vjp(outputs, vectors, params[name], retain=True, graph=create_graph, scale=scale)
+        values[name] = torch.stack([(x * y).sum() for x, y in zip(outputs, vectors, strict=True)]).sum().detach()
+    return grads, penalty_grads, values
+
+
+def all_grads(value: FieldValue) -> list[Tensor]:
+    return [g for grads in (value.grads, value.penalty_grads) for gs in grads.values() for g in gs]
+
+
+def non_finite(value: FieldValue) -> str:
+    """What is not finite in an evaluation ('the loss of generator is not finite'), or '' when all is."""
+    parts = [
+        f"the {kind} of {', '.join(bad)}"
+        for kind, scalars in (("loss", value.losses.losses), ("penalty", value.penalties))
+        if (bad := [name for name, v in scalars.items() if not torch.isfinite(v)])
+    ]
+    return f"{' and '.join(parts)} is not finite" if parts else ""
 
 
 class GradientField:
@@ -54,44 +153,37 @@ class GradientField:
         self.evaluations = 0
 
     def __call__(self, batch: Batch, update_state: bool = True) -> tuple[Grads, Losses]:
+        value = self.evaluate(batch, update_state)
+        return value.grads, value.losses
+
+    def evaluate(
+        self,
+        batch: Batch,
+        update_state: bool = True,
+        players: Collection[str] | None = None,
+        penalty: Penalty | None = None,
+    ) -> FieldValue:
+        """The field at the current parameters: gradients of ``players`` (default: all) and of ``penalty``."""
+        players = self.params.keys() if players is None else players
         with nullcontext() if update_state else frozen_buffers(self.model):
             while True:
-                grads, out = self._evaluate(batch)
-                bad = [name for name, loss in out.losses.items() if not torch.isfinite(loss)]
+                value = self._evaluate(batch, players, penalty)
+                bad = non_finite(value)
                 # every process must take the same branch, or the next collective deadlocks
                 if any_process(bool(bad)):
-                    raise NonFiniteLoss(
-                        f"the loss of {', '.join(bad)} is not finite"
-                        if bad
-                        else "a loss is not finite on another process"
-                    )
-                overflow = self.loss_scale != 1.0 and not all(
-                    torch.isfinite(g).all() for gs in grads.values() for g in gs
-                )
+                    raise NonFiniteLoss(bad or "a loss is not finite on another process")
+                overflow = self.loss_scale != 1.0 and not all(torch.isfinite(g).all() for g in all_grads(value))
                 if not any_process(overflow):
                     break
                 if self.loss_scale <= 1.0:
                     raise NonFiniteLoss("fp16 gradients are not finite even without loss scaling")
                 self.loss_scale /= 2  # fp16 overflow: evaluate the same point again with a smaller scale
-        all_reduce_mean([g for gs in grads.values() for g in gs])
+        all_reduce_mean(all_grads(value))
         self.evaluations += 1
-        return grads, out
+        return value
 
-    def _evaluate(self, batch: Batch) -> tuple[Grads, Losses]:
+    def _evaluate(self, batch: Batch, players: Collection[str], penalty: Penalty | None) -> FieldValue:
         autocast = torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
             out = self.objective(self.model, batch)
-        names = list(out.losses)
-        grads: Grads = {}
-        for i, name in enumerate(names):
-            params = self.params[name]
-            found = torch.autograd.grad(
-                out.losses[name].float() * self.loss_scale,
-                params,
-                retain_graph=i < len(names) - 1,
-                allow_unused=True,
-            )
-            grads[name] = [
-                torch.zeros_like(p) if g is None else g / self.loss_scale for p, g in zip(params, found, strict=True)
-            ]
-        return grads, out
+        return FieldValue(*differentiate(out.losses, self.params, players, penalty, self.loss_scale), out)
