@@ -97,6 +97,10 @@ EPILOG = {
 }
 
 
+def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="genbits",
@@ -116,14 +120,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("train", "train a model (or resume/extend a run)")
     p.add_argument("config", help="a preset name (see `genbits list`) or a YAML file")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field, e.g. --set optim.lr=3e-4 (repeatable)",
-    )
+    add_overrides(p, "override a config field, e.g. --set optim.lr=3e-4 (repeatable)")
     p.add_argument("--run-dir", type=Path, help="where the run lives (default: runs/<preset or file name>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
@@ -169,14 +166,7 @@ def parser() -> argparse.ArgumentParser:
         help="values of one config field, e.g. --grid optim.lr=1e-4,1e-3 (repeatable: the grid is the product)",
     )
     p.add_argument("--seeds", type=int, default=3, help="seeds per grid point (default 3)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field in every run, e.g. --set train.steps=500 (repeatable)",
-    )
+    add_overrides(p, "override a config field in every run, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--run-dir", type=Path, help="the sweep directory (default: runs/<preset or file name>-sweep)")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool or Ray")
     p.add_argument("--workers", type=int, default=1, help="local: runs at a time (default 1)")
