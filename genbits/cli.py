@@ -189,6 +189,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", type=Path, default=None, help="default: runs/<name>")
     p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the presets')")
+    p.add_argument("--full", action="store_true", help="the full-size setting (e.g. 28×28 images, longer; for a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return top
 
@@ -343,6 +344,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from genbits.experiments import EXPERIMENTS
     from genbits.registry import closest
+    from genbits.report import write_experiment_report
 
     if args.name not in EXPERIMENTS:
         raise ConfigError(
@@ -351,9 +353,10 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     if args.seeds < 1:
         raise ConfigError(f"--seeds: {args.seeds} must be >= 1")
     run_dir = args.run_dir or Path("runs") / args.name
-    results = EXPERIMENTS[args.name].run(run_dir, seeds=args.seeds, steps=args.steps, progress=not args.no_progress)
+    experiment = EXPERIMENTS[args.name]
+    results = experiment.run(run_dir, seeds=args.seeds, steps=args.steps, progress=not args.no_progress, full=args.full)
     print(json.dumps(results, indent=2))
-    print(f"figure and table in {run_dir}")
+    print(f"figures and tables in {run_dir}; report: {write_experiment_report(run_dir, args.name)}")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,7 @@ class TrainConfig:
     """How long, how big, where, and how often to log, sample and checkpoint."""
 
     steps: int = bounded(2000, 1)
+    samples: int = bounded(0, 0)  # > 0: a budget of samples seen, which sets steps = ceil(samples / batch_size)
     batch_size: int = bounded(512, 1)  # global batch: split across processes under torchrun
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -119,9 +121,11 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def hash(self) -> str:
-        """Identity of a run: everything but ``train.steps`` (raising it extends a run)."""
+        """Identity of a run: everything but its length, ``train.steps`` / ``train.samples`` (raising it extends a
+        run)."""
         plain = self.to_dict()
         plain["train"].pop("steps")
+        plain["train"].pop("samples")
         return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -267,6 +271,8 @@ def validate(config: Config) -> Config:
         component = getattr(getattr(config, section), sub) if sub else getattr(config, section)
         table[component.name]  # noqa: B018  (unknown names raise with a suggestion)
         component.options = table.validate(component.name, component.options, where)
+    if config.train.samples:
+        config.train.steps = math.ceil(config.train.samples / config.train.batch_size)
     return config
 
 

@@ -65,3 +65,16 @@ def page(title: str, sections: list[str]) -> str:
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>"
     )
+
+
+def write_experiment_report(run_dir: str | Path, title: str) -> Path:
+    """report.html of an experiment directory: its tables (``*.md``, shown as text) and figures (``*.png``)."""
+    path = Path(run_dir)
+    sections = [f"<h1>genbits experiment: {html.escape(title)}</h1>"]
+    sections += [
+        f"<h2>{html.escape(t.name)}</h2><pre>{html.escape(t.read_text())}</pre>" for t in sorted(path.glob("*.md"))
+    ]
+    sections += [f"<h2>{html.escape(f.stem)}</h2>{inline_png(f)}" for f in sorted(path.glob("*.png"))]
+    out = path / "report.html"
+    out.write_text(page(title, sections))
+    return out

@@ -99,3 +99,10 @@ def test_bad_files(tmp_path):
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar)
+
+
+def test_a_budget_of_samples_sets_the_steps():
+    config = load_config("flow-ring", ["train.samples=1000", "train.batch_size=64"])
+    assert config.train.steps == 16  # ceil(1000 / 64)
+    longer = load_config("flow-ring", ["train.samples=2000", "train.batch_size=64"])
+    assert longer.hash() == config.hash()  # the length of a run is not its identity

@@ -265,7 +265,10 @@ def gaussian_parameters(model: Gaussian) -> dict[str, list]:
 # The experiment.
 
 
-def run(run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+def run(
+    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+) -> dict[str, Any]:
+    """The experiment (``full`` changes nothing: the default is already the whole experiment)."""
     """Fit every (family, dimension, divergence, seed), score each fit under all five, write the figure and tables."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

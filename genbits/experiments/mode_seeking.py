@@ -44,7 +44,10 @@ def mode_mass(samples: torch.Tensor, centres: torch.Tensor) -> list[float]:
     return (torch.bincount(nearest, minlength=len(centres)).float() / len(samples)).tolist()
 
 
-def run(run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+def run(
+    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+) -> dict[str, Any]:
+    """The experiment (``full`` changes nothing: the default is already the whole experiment)."""
     run_dir = Path(run_dir)
     results: dict[str, Any] = {}
     fits = {}

@@ -16,6 +16,8 @@ import torch
 from genbits.config import Config, diff, load_config
 from genbits.errors import ConfigError
 
+LENGTH = ("train.steps", "train.samples")  # changing only these extends (or shortens) a run
+
 
 class RunDir:
     def __init__(self, path: str | Path):
@@ -32,12 +34,12 @@ class RunDir:
         return load_config(self.config_file)
 
     def check_compatible(self, config: Config) -> None:
-        """Refuse any config change on an existing run other than raising ``train.steps``."""
-        changed = [k for k in diff(self.stored_config(), config) if k != "train.steps"]
+        """Refuse any config change on an existing run other than its length (``train.steps`` or ``train.samples``)."""
+        changed = [k for k in diff(self.stored_config(), config) if k not in LENGTH]
         if changed:
             raise ConfigError(
                 f"{self.path} already holds a run with a different config (changed: {', '.join(changed)}); "
-                "use a new --run-dir, or change only train.steps to extend this run"
+                "use a new --run-dir, or change only train.steps (or train.samples) to extend this run"
             )
 
     def create(self, config: Config) -> None:
