@@ -90,6 +90,8 @@ EPILOG = {
           mode-seeking   forward vs reverse KL on a 0.7/0.3 mixture with one flow: mass per mode over seeds
           divergences    a Gaussian and a small flow fitted under KL, reverse KL, JSD, W1 and MMD (exact grid
                          quadrature), each fit scored under all five; also writes table.md (~1-2 min)
+          dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
+          gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid: modes over training (~6 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 3
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).
