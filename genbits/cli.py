@@ -90,6 +90,10 @@ EPILOG = {
           mode-seeking   forward vs reverse KL on a 0.7/0.3 mixture with one flow: mass per mode over seeds
           divergences    a Gaussian and a small flow fitted under KL, reverse KL, JSD, W1 and MMD (exact grid
                          quadrature), each fit scored under all five; also writes table.md (~1-2 min)
+          gan-spectral-norm  Adam lr × critic norm none/batch/spectral, DCGAN on 14×14 Fashion-MNIST: FID (~7 min)
+          gan-adam-beta1     Adam β1 0 / 0.5 / 0.9, same DCGAN: final FID/KID, FID over training (~2-3 min)
+          gan-batch-size     batch 16 → 512 at a fixed budget of samples seen, same DCGAN: final FID/KID (~3 min)
+          gan-conditioning   input concat vs cBN + projection critic: FID, intra-class FID, classifier accuracy (~3 min)
           dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
           gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid: modes over training (~6 min)
         example:

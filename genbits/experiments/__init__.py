@@ -1,8 +1,23 @@
 """One module per case study: ``run(run_dir, seeds, steps, progress, full) -> results`` writes figures and tables
 into the run directory (the CLI adds report.html); ``full`` selects the larger GPU-sized setting."""
 
-from genbits.experiments import dirac_gan, divergences, gan_mog, mode_seeking
+from genbits.experiments import (
+    dirac_gan,
+    divergences,
+    gan_adam_beta1,
+    gan_batch_size,
+    gan_conditioning,
+    gan_mog,
+    gan_spectral_norm,
+    mode_seeking,
+)
 
 EXPERIMENTS = {"mode-seeking": mode_seeking, "divergences": divergences, "dirac-gan": dirac_gan, "gan-mog": gan_mog}
+EXPERIMENTS |= {
+    "gan-spectral-norm": gan_spectral_norm,
+    "gan-adam-beta1": gan_adam_beta1,
+    "gan-batch-size": gan_batch_size,
+    "gan-conditioning": gan_conditioning,
+}
 
 __all__ = ["EXPERIMENTS"]
