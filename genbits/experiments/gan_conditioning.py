@@ -47,7 +47,7 @@ from genbits.plots import image_grid  # noqa: E402
 from genbits.run import Run, load_run  # noqa: E402
 
 VARIANTS = ("concat", "throughout")
-PER_CLASS = 1000  # samples per class for intra-class FID and accuracy (the 14×14 test split has 1,000 per class)
+PER_CLASS = 500  # generated per class for intra-class FID and accuracy (vs the 1,000 test images per class)
 SHOWN = 8  # samples per class in the figure
 KEYS = ("fid", "kid", "intra_fid", "accuracy")  # summarised over seeds
 
@@ -151,7 +151,7 @@ def table(measured: dict[str, list[dict[str, Any]]], ceiling: float) -> str:
             "# Conditioning: input concatenation vs throughout (cBN + projection critic)",
             "",
             "FID/KID: samples with uniform labels. Intra-class FID: per class, samples generated with label c vs the "
-            f"test images of class c ({PER_CLASS} samples per class), averaged. Accuracy: share of samples the "
+            f"test images of class c ({PER_CLASS} generated per class), averaged. Accuracy: share of samples the "
             f"shipped classifier assigns to the label they were generated with; on the real test images at this "
             f"resolution it is {ceiling:.3f}. FIDs on genbits' classifier features (not Inception); "
             "median [min, max] over seeds.",
