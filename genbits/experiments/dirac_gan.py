@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import genbits.components  # noqa: E402, F401  (fills the registries)
 from genbits.config import OptimConfig  # noqa: E402
 from genbits.data.base import Batch  # noqa: E402
+from genbits.experiments.threads import one_thread  # noqa: E402
 from genbits.objectives.base import players_of  # noqa: E402
 from genbits.optim.field import GradientField  # noqa: E402
 from genbits.optim.games import GameRule  # noqa: E402
@@ -64,18 +63,6 @@ CASES: dict[str, tuple[str, dict[str, Any]]] = {
     "alternating + cancel interaction": ("drift", {"updates": "alternating", "correction": "cancel-interaction"}),
     "interaction drift × −2": ("drift", {"discriminator_interaction": -2.0, "generator_interaction": -2.0}),
 }
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Torch on one thread inside: for scalar games and tiny MLPs a second thread is pure overhead (and contention on
-    a busy machine); the previous setting comes back afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @dataclass

@@ -51,6 +51,7 @@ from torch import Tensor, nn  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
 from genbits.data.toy2d import GaussianMixture, bimodal  # noqa: E402
+from genbits.experiments.threads import one_thread  # noqa: E402
 from genbits.models.flows import flow  # noqa: E402
 from genbits.models.gaussian import Gaussian, gaussian  # noqa: E402
 from genbits.plots import log_density_grid  # noqa: E402
@@ -272,13 +273,9 @@ def run(
     """Fit every (family, dimension, divergence, seed), score each fit under all five, write the figure and tables."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # grid-sized tensors are too small to share: 2 threads ran 2-10× slower on 2 cores
-    try:
+    with one_thread():  # grid-sized tensors are too small to share: 2 threads ran 2-10× slower on 2 cores
         results, fits = fit_all(seeds, steps, progress)
         figure(fits, results, run_dir / "figure.png")
-    finally:
-        torch.set_num_threads(threads)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
     (run_dir / "table.md").write_text(tables(results))
     return results

@@ -51,7 +51,7 @@ from genbits.config import Config, load_config  # noqa: E402
 from genbits.data import build_dataset  # noqa: E402
 from genbits.errors import TrainingDiverged  # noqa: E402
 from genbits.evaluate import evaluate, model_samples  # noqa: E402
-from genbits.experiments.dirac_gan import one_thread  # noqa: E402
+from genbits.experiments.threads import one_thread  # noqa: E402
 from genbits.run import Run, load_run  # noqa: E402
 from genbits.train import checkpoint, train  # noqa: E402
 from genbits.train.parts import build_parts  # noqa: E402
