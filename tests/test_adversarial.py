@@ -464,3 +464,20 @@ def test_gan_objective_adds_penalties_to_the_discriminator_only() -> None:
 def test_gan_objective_rejects_bad_options(options: dict, word: str) -> None:
     with pytest.raises(ConfigError, match=word):
         OBJECTIVES.build("gan", options, dataset=None)
+
+
+@pytest.mark.parametrize("penalty", [{"loss": "wgan", "gradient_penalty": 0.1}, {"r1": 1.0}, {"r2": 1.0}])
+def test_penalized_gans_train_through_the_loop(tmp_path, penalty: dict) -> None:
+    """The loop's data-dependent initialization runs the objective under no_grad: penalties must still evaluate."""
+    from genbits.config import load_config
+    from genbits.train import train
+
+    objective = ", ".join(f"{key}: {value}" for key, value in penalty.items())
+    overrides = [
+        f"objective={{name: gan, {objective}}}",
+        "train.steps=3",
+        "train.batch_size=32",
+        "train.sample_every=0",
+    ]
+    result = train(load_config("gan-ring", overrides), tmp_path, progress=False)
+    assert result.step == 3

@@ -170,8 +170,9 @@ def _input_gradients(discriminator: Callable[[Tensor], Tensor], x: Tensor) -> Te
     The points are detached: a penalty regularizes D only. Summing D over the batch gives per-sample gradients as
     long as D treats samples independently (no batch norm in the critic).
     """
-    x = x.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
+    with torch.enable_grad():  # a penalty also evaluates under no_grad (the loop's data-dependent initialization)
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(discriminator(x).sum(), x, create_graph=True)
     return grad.flatten(1)
 
 
