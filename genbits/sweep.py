@@ -30,13 +30,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import multiprocessing
-import os
 import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +44,7 @@ from tqdm.auto import tqdm
 from genbits.config import diff, load_config
 from genbits.errors import ConfigError, GenbitsError, TrainingDiverged
 from genbits.evaluate import evaluate, write_eval
+from genbits.parallel import cores, map_processes
 from genbits.run import load_run
 from genbits.train.loop import train
 from genbits.train.rundir import RunDir
@@ -321,21 +319,6 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
 # ---- executors: two ways to map run_job ------------------------------------------------------------------------
 
 
-def map_local(calls: list[Call], workers: int) -> Iterator[tuple[Call, dict[str, Any]]]:
-    """Spawned processes (torch and fork do not mix); at most ``workers`` calls are queued, so Ctrl-C leaves
-    nothing behind to start: the running runs checkpoint and the pool waits for them."""
-    context = multiprocessing.get_context("spawn")
-    queue = iter(calls)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        running = {pool.submit(run_job, *call): call for call in itertools.islice(queue, workers)}
-        while running:
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                call = running.pop(future)
-                yield call, future.result()
-                running.update({pool.submit(run_job, *c): c for c in itertools.islice(queue, 1)})
-
-
 def import_ray() -> Any:
     try:
         import ray
@@ -374,15 +357,18 @@ def map_calls(
     """(call, status) pairs as runs finish, from the chosen executor; nothing starts when there is nothing to run."""
     if not calls:
         return iter(())
-    return map_ray(calls, threads, address) if executor == "ray" else map_local(calls, min(workers, len(calls)))
+    return (
+        map_ray(calls, threads, address)
+        if executor == "ray"
+        else map_processes(run_job, calls, min(workers, len(calls)))
+    )
 
 
 def default_threads(executor: str, workers: int) -> int:
     """Locally the cores are shared out between workers; on Ray each task asks for one CPU unless told."""
     if executor == "ray":
         return 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // workers)
+    return max(1, cores() // workers)
 
 
 # ---- the sweep -------------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def test_gan_mog_smoke(tmp_path):
         == 0
     )
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["settings"]["steps"] == 4
+    assert results["settings"]["steps"] == {"ring": 4, "grid": 4}
     assert set(results["datasets"]) == {"ring", "grid"}
     for rules in results["datasets"].values():
         assert set(rules) == {"Adam GD", "RK4", "drift-corrected SGD"}

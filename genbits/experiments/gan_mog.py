@@ -52,50 +52,67 @@ from genbits.data import build_dataset  # noqa: E402
 from genbits.errors import TrainingDiverged  # noqa: E402
 from genbits.evaluate import evaluate, model_samples  # noqa: E402
 from genbits.experiments.threads import one_thread  # noqa: E402
+from genbits.parallel import cores, map_processes  # noqa: E402
 from genbits.run import Run, load_run  # noqa: E402
 from genbits.train import checkpoint, train  # noqa: E402
 from genbits.train.parts import build_parts  # noqa: E402
 
 DATASETS = {"ring": "gan-ring", "grid": "gan-grid"}
-RULES: dict[str, list[str]] = {
-    "Adam GD": ["optim.rule=gd", "optim.optimizer=adam", "optim.lr=5e-3", "optim.betas=[0.5, 0.999]"],
-    "RK4": ["optim.rule={name: ode, method: rk4, regularizer: 0.07}", "optim.optimizer=sgd", "optim.lr=0.3"],
-    "drift-corrected SGD": [
-        "optim.rule={name: drift, correction: cancel-interaction}",
-        "optim.optimizer=sgd",
-        "optim.lr=0.1",
-    ],
+
+
+def plain_sgd(lr: float) -> list[str]:
+    """Plain steps of size lr for both players (the grid preset gives its critic a larger Adam rate)."""
+    return ["optim.optimizer=sgd", f"optim.lr={lr}", f"optim.players.discriminator.lr={lr}"]
+
+
+# rule -> dataset -> overrides of the preset, whose own rule is Adam GD
+RK4 = "optim.rule={name: ode, method: rk4, regularizer: 0.07}"
+DRIFT = "optim.rule={name: drift, correction: cancel-interaction}"
+RULES: dict[str, dict[str, list[str]]] = {
+    "Adam GD": {"ring": [], "grid": []},
+    "RK4": {"ring": [RK4, *plain_sgd(0.3)], "grid": [RK4, *plain_sgd(0.1)]},
+    "drift-corrected SGD": {"ring": [DRIFT, *plain_sgd(0.1)], "grid": [DRIFT, *plain_sgd(0.05)]},
 }
-STEPS = {False: 1200, True: 10000}  # by ``full``
-FULL_MODEL = ["model.width=128", "model.depth=3"]
+FULL = {"steps": 20000, "model": ["model.width=256", "model.depth=3"]}
 EVALUATIONS = 15  # checkpoints scored after step 0
 EVAL_SAMPLES = 2500
 SCATTER_SAMPLES = 2000
 
 
 def run(
-    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path, seeds: int = 5, steps: int | None = None, progress: bool = True, full: bool = False
 ) -> dict[str, Any]:
-    """Train every (dataset, rule, seed), score its checkpoints, write curves.png, samples.png and table.md."""
+    """Train every (dataset, rule, seed) in parallel processes (one per core, one thread each), score every
+    checkpoint, write curves.png, samples.png and table.md. Rerunning resumes unfinished runs."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    steps = steps or STEPS[full]
     start = time.perf_counter()
-    bar = tqdm(total=len(DATASETS) * len(RULES) * seeds, desc="gan-mog", disable=not progress, dynamic_ncols=True)
+    configs = {
+        (dataset, rule, seed): config_for(DATASETS[dataset], overrides, seed, steps, full)
+        for dataset in DATASETS
+        for rule, by_dataset in RULES.items()
+        for overrides in [by_dataset[dataset]]
+        for seed in range(seeds)
+    }
+    calls = [(c.to_dict(), str(run_dir / name(*key))) for key, c in configs.items()]
+    tracked = {}
+    with tqdm(total=len(calls), desc="gan-mog", disable=not progress, dynamic_ncols=True) as bar:
+        for (_, path), result in map_processes(track, calls, min(cores(), len(calls))):
+            tracked[path] = result
+            bar.update()
     results: dict[str, Any] = {dataset: {} for dataset in DATASETS}
-    with one_thread():
-        for dataset, preset in DATASETS.items():
-            for rule, overrides in RULES.items():
-                configs = [config_for(preset, overrides, seed, steps, full) for seed in range(seeds)]
-                runs = [track(c, run_dir / name(dataset, rule, c.train.seed), bar) for c in configs]
-                results[dataset][rule] = {"preset": preset, "overrides": overrides, "runs": runs} | summary(runs)
-    bar.close()
-    settings = {"seeds": seeds, "steps": steps, "full": full, "eval_samples": EVAL_SAMPLES, "min_count": 10}
+    for dataset in DATASETS:
+        for rule, by_dataset in RULES.items():
+            runs = [tracked[str(run_dir / name(dataset, rule, seed))] for seed in range(seeds)]
+            results[dataset][rule] = {"overrides": by_dataset[dataset], "runs": runs} | summary(runs)
+    lengths = {dataset: configs[dataset, next(iter(RULES)), 0].train.steps for dataset in DATASETS}
+    settings = {"seeds": seeds, "steps": lengths, "full": full, "eval_samples": EVAL_SAMPLES, "min_count": 10}
     out = {"settings": settings, "seconds": round(time.perf_counter() - start, 1), "datasets": results}
     (run_dir / "results.json").write_text(json.dumps(out, indent=2))
     (run_dir / "table.md").write_text(table(out))
-    curves_figure(results, steps, run_dir / "curves.png")
-    samples_figure(run_dir, run_dir / "samples.png")
+    curves_figure(results, lengths, run_dir / "curves.png")
+    with one_thread():
+        samples_figure(run_dir, run_dir / "samples.png")
     return out
 
 
@@ -104,23 +121,28 @@ def name(dataset: str, rule: str, seed: int) -> str:
     return f"{dataset}-{rule.lower().replace(' ', '-')}-s{seed}"
 
 
-def config_for(preset: str, rule: list[str], seed: int, steps: int, full: bool) -> Config:
-    """The preset with this rule, seed and length; a checkpoint every steps/EVALUATIONS, all of them kept."""
+def config_for(preset: str, rule: list[str], seed: int, steps: int | None, full: bool) -> Config:
+    """The preset with this rule and seed; its own length unless ``steps`` or ``full`` says otherwise; a checkpoint
+    every steps/EVALUATIONS, all of them kept."""
+    base = load_config(preset, rule + (FULL["model"] if full else []))
+    steps = steps or (FULL["steps"] if full else base.train.steps)
     every = max(1, steps // EVALUATIONS)
     schedule = [f"train.checkpoint_every={every}", f"train.keep_checkpoints={steps // every + 2}"]
     length = [f"train.seed={seed}", f"train.steps={steps}", "train.sample_every=0"]
-    return load_config(preset, rule + schedule + length + (FULL_MODEL if full else []))
+    return load_config(base.to_dict(), schedule + length)
 
 
-def track(config: Config, path: Path, bar: tqdm) -> dict[str, Any]:
-    """Train (a run that diverges keeps its checkpoints so far), then score every checkpoint."""
-    diverged = None
+def track(config: dict[str, Any], path: str) -> dict[str, Any]:
+    """Train on one thread (a run that diverges keeps its checkpoints so far), then score every checkpoint.
+
+    A module-level function of plain arguments: it runs in a worker process."""
+    torch.set_num_threads(1)
+    config, diverged = load_config(config), None
     try:
         train(config, path, progress=False)
     except TrainingDiverged as e:
         diverged = str(e)
-    bar.update()
-    return {"seed": config.train.seed, "diverged": diverged, "curve": curve(config, path)}
+    return {"seed": config.train.seed, "diverged": diverged, "curve": curve(config, Path(path))}
 
 
 def curve(config: Config, path: Path) -> list[dict[str, float]]:
@@ -157,7 +179,8 @@ def table(results: dict[str, Any]) -> str:
     lines = [
         "# Adam GD vs RK4 vs drift-corrected SGD on the MoG toys",
         "",
-        f"{s['seeds']} seeds × {s['steps']} steps; {s['eval_samples']} samples per checkpoint; "
+        f"{s['seeds']} seeds; steps: " + ", ".join(f"{d} {n}" for d, n in s["steps"].items()) + "; "
+        f"{s['eval_samples']} samples per checkpoint; "
         f"median (min–max) over seeds; {results['seconds']} s.",
         "",
         "| dataset | rule | modes, end | % HQ, end | modes, best | % HQ, best | step of best |",
@@ -183,7 +206,7 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(np.median(values))} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def curves_figure(results: dict[str, Any], steps: int, path: Path) -> None:
+def curves_figure(results: dict[str, Any], steps: dict[str, int], path: Path) -> None:
     """Rows: datasets; columns: modes captured (out of all), % high quality; per rule the median over seeds and its
     min–max band. Step 0 is left out: the untrained generator sits on the grid's central mode (70–90% "quality")."""
     fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.6 * len(results)), squeeze=False)
@@ -198,7 +221,7 @@ def curves_figure(results: dict[str, Any], steps: int, path: Path) -> None:
         row[0].set_ylabel(f"{dataset}: modes captured")
         row[1].set_ylabel(f"{dataset}: % high quality")
         for ax in row:
-            ax.set_xlim(0, steps)
+            ax.set_xlim(0, steps[dataset])
             ax.grid(alpha=0.3)
         row[0].legend(fontsize=8, loc="upper left")
     for ax in axes[-1]:
