@@ -95,7 +95,8 @@ EPILOG = {
           gan-batch-size     batch 16 → 512 at a fixed budget of samples seen, same DCGAN: final FID/KID (~3 min)
           gan-conditioning   input concat vs cBN + projection critic: FID, intra-class FID, classifier accuracy (~3 min)
           dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
-          gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid: modes over training (~6 min)
+          gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid, 5 seeds: modes over
+                         training (~13 min on 2 cores; runs one process per core)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 3
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).

@@ -131,6 +131,8 @@ def plot_stability(rows: list[Row], keys: list[str], metric: str, path: Path) ->
         ax.set_xlabel(x or "grid point")
         if numeric and all(json.loads(v) > 0 for v in xs):
             ax.set_xscale("log")
+            ax.minorticks_off()  # ticks at the grid's own values only: log minor labels overlap on short ranges
+            ax.set_xticks([json.loads(v) for v in xs], [f"{json.loads(v):g}" for v in xs])
         elif not numeric:
             ax.set_xticks(range(len(xs)), [str(json.loads(v)) if x else "base" for v in xs])
     left.set_ylabel(f"final {metric}")

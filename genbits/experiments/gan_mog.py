@@ -9,27 +9,26 @@ every checkpoint along the way is scored with PacGAN's metrics (SPECS §7: 2,500
 high quality within 3 std, a mode captured when it holds ≥ 10 high-quality samples). Raw weights (no EMA): the
 rule's own iterates.
 
-Rules (the same steps for all; a step of RK4 costs ~3× Adam's, of the drift correction ~1.5× (double backward)):
+Rules (the same steps per dataset for all; a step of RK4 costs ~3× Adam's, of the drift correction ~2× (double
+backward)):
 
-- Adam GD: simultaneous ``gd``, Adam(lr 5e-3, β = (0.5, 0.999)) for both players (the presets' rule).
+- Adam GD: simultaneous ``gd``, Adam with β = (0.5, 0.999), the presets' rule: lr 5e-3 for both players on the
+  ring; on the grid 1e-3 for the generator and 4e-3 for the critic (TTUR).
 - RK4: ``ode`` method rk4, joint integration, stages on the step's batch, ODE-GAN's regularizer γ = 0.07 (the MoG
-  notebook's), plain SGD steps h = 0.3.
+  notebook's), plain SGD steps h = 0.3 (ring) / 0.1 (grid: 0.3 diverged).
 - drift-corrected SGD: ``drift``, simultaneous, cancel-interaction (multiplier −1 on both interaction terms,
-  derived coefficients), plain SGD, lr 0.1 for both players.
+  derived coefficients), plain SGD for both players, lr 0.1 (ring) / 0.05 (grid: 0.1 diverged).
 
-Step sizes from single-seed pilots on the ring at 1200–3000 steps (modes captured / share high quality): Adam 1e-3
+Tried in single-seed pilots before fixing these (modes captured / share high quality): on the ring, Adam 1e-3
 (width 128) reached 6/0.2–0.4 only after ~1750 steps, 2e-3 6/0.15 at 1500, 5e-3 7/0.3 from ~750 on. RK4 h = 0.1 (the
 notebook's, tuned for 30k steps) had 5–6 modes at ≤ 0.15 by 3000 steps, h = 0.2–0.3 got there by ~1100, h = 0.6 lost
-it again, h = 1 diverged (NaN). Drift SGD at the reference rates (lr_D 1e-2, lr_G 5e-3, tuned for CIFAR) stayed
-collapsed on one or two modes for 3000 steps; lr 0.05–0.1 reached a blurred ring after ~1500–2000 steps, 0.2 never
-left collapse. The 25-grid was learned by none of them within 3000 steps (Adam at 5e-4–5e-3, widths 64–256, depth
-2–3, latent 2 or 16: the samples first fill the square, then its border), so the default's grid curves show the
-start of training only; ``--full`` (10k steps, 128 × 3 MLPs; not run here) is the setting meant to get further.
-
-Longer pilots on the ring (6000 steps, these rates; Adam 3 seeds, the others 1): Adam kept improving with dips
-(7–8 modes, 50–90% high quality after 3000 steps, a mode dropped now and then); RK4 peaked at 8 modes / 25% at
-step 1250, then its samples sat next to the modes rather than on them (< 3 std), 0–2 modes for most of the rest;
-drift SGD formed the 8 clusters by ~2000 steps but equally off-centre, 1–4 modes, ≤ 16% high quality.
+it again, h = 1 diverged; γ = 0.5 at h = 0.3 held 4–8 modes at ≤ 15% without the late collapse, γ = 2 diverged. Drift
+SGD at the reference rates (lr_D 1e-2, lr_G 5e-3, tuned for CIFAR) stayed collapsed on one or two modes for 3000
+steps; lr 0.05–0.1 reached a blurred ring after ~1500–2000 steps, 0.2 never left collapse. On the grid, Adam with
+equal rates (5e-4–5e-3, widths 64–256, depth 2–3, latent 2 or 16, generator batch norm, R1 γ 0.1–1, 3 critic steps)
+spread its samples over the square and then collapsed onto its border or a rectangle through the modes (≤ 6 modes
+by 3000 steps); the 4× faster critic was the best found (5–7 modes by 3500–5000 steps). RK4 h = 0.2 did about as
+well as 0.1 (4–6 modes at ≤ 6%), drift SGD at lr 0.02 learned nothing either.
 """
 
 from __future__ import annotations
