@@ -105,3 +105,29 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(cfg, 60, 110) == pytest.approx(0.1 + 0.9 * 0.5)
     assert lr_factor(cfg, 110, 110) == pytest.approx(0.1)
     assert lr_factor(OptimConfig(), 500, 10) == 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_penalties_under_mixed_precision_match_fp32(precision):
+    """R1 inside the objective (a gradient in the loss) and ODE-GAN's regularizer (a double backward through the
+    field) under autocast: every player's gradient and penalty gradient points where fp32's does."""
+    from genbits.config import load_config
+    from genbits.optim.games import gradient_norm_penalty
+    from genbits.train.parts import build_parts
+
+    config = load_config("gan-ring", ["objective={name: gan, r1: 1.0}", "train.batch_size=256"])
+    parts = build_parts(config)
+    batch = parts.dataset.sample(256, torch.Generator().manual_seed(0))
+    values = {}
+    for p in ("fp32", precision):
+        field = GradientField(parts.model, parts.objective, parts.model.players(), precision=p)
+        torch.manual_seed(1)  # the same latent draw
+        values[p] = field.evaluate(batch, penalty=gradient_norm_penalty(0.07))
+    for kind in ("grads", "penalty_grads"):
+        reference, mixed = getattr(values["fp32"], kind), getattr(values[precision], kind)
+        assert reference.keys() == mixed.keys() and reference
+        for name in reference:
+            a, b = (torch.cat([g.flatten() for g in gs]) for gs in (reference[name], mixed[name]))
+            assert torch.isfinite(b).all()
+            assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99, (kind, name)
+            assert (b.norm() / a.norm() - 1).abs() < 0.05, (kind, name)

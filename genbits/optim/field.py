@@ -128,18 +128,23 @@ def all_grads(value: FieldValue) -> list[Tensor]:
     return [g for grads in (value.grads, value.penalty_grads) for gs in grads.values() for g in gs]
 
 
-def non_finite(value: FieldValue) -> str:
-    """What is not finite in an evaluation ('the loss of generator is not finite'), or '' when all is.
+def non_finite(value: FieldValue) -> dict[str, list[str]]:
+    """The names of the non-finite losses and penalties of an evaluation, by kind ('loss', 'penalty').
 
-    One stacked check (one device sync on a GPU) in the common all-finite case; names only when something is off."""
-    scalars = [*value.losses.losses.values(), *value.penalties.values()]
-    if bool(torch.isfinite(torch.stack([v.detach().float().reshape(()) for v in scalars])).all()):
-        return ""
-    parts = [
-        f"the {kind} of {', '.join(bad)}"
-        for kind, scalars in (("loss", value.losses.losses), ("penalty", value.penalties))
-        if (bad := [name for name, v in scalars.items() if not torch.isfinite(v)])
-    ]
+    One stacked check: a single device sync on a GPU, however many players and penalties."""
+    kinds = {"loss": value.losses.losses, "penalty": value.penalties}
+    flat = [(kind, name, v) for kind, scalars in kinds.items() for name, v in scalars.items()]
+    finite = torch.isfinite(torch.stack([v.detach().float().reshape(()) for *_, v in flat])).tolist()
+    bad: dict[str, list[str]] = {kind: [] for kind in kinds}
+    for (kind, name, _), ok in zip(flat, finite, strict=True):
+        if not ok:
+            bad[kind].append(name)
+    return bad
+
+
+def describe(bad: dict[str, list[str]]) -> str:
+    """'the loss of generator and the penalty of discriminator is not finite', or '' when nothing is."""
+    parts = [f"the {kind} of {', '.join(names)}" for kind, names in bad.items() if names]
     return f"{' and '.join(parts)} is not finite" if parts else ""
 
 
@@ -178,13 +183,17 @@ class GradientField:
                 value = self._evaluate(batch, players, penalty)
                 bad = non_finite(value)
                 # every process must take the same branch, or the next collective deadlocks
-                if any_process(bool(bad)):
-                    raise NonFiniteLoss(bad or "a loss is not finite on another process")
-                overflow = self.loss_scale != 1.0 and not all(torch.isfinite(g).all() for g in all_grads(value))
+                if any_process(bool(bad["loss"])):
+                    raise NonFiniteLoss(describe(bad) or "a loss is not finite on another process")
+                # a penalty is built from scaled gradients: under fp16 loss scaling it overflows like they do
+                fp16 = self.dtype == torch.float16
+                overflow = bool(bad["penalty"]) or (fp16 and not all(torch.isfinite(g).all() for g in all_grads(value)))
                 if not any_process(overflow):
                     break
+                if not fp16:
+                    raise NonFiniteLoss(describe(bad) or "a penalty is not finite on another process")
                 if self.loss_scale <= 1.0:
-                    raise NonFiniteLoss("fp16 gradients are not finite even without loss scaling")
+                    raise NonFiniteLoss(f"fp16 gradients are not finite even without loss scaling ({describe(bad)})")
                 self.loss_scale /= 2  # fp16 overflow: evaluate the same point again with a smaller scale
         all_reduce_mean(all_grads(value))
         self.evaluations += 1
