@@ -2,13 +2,13 @@
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from genbits.config import OptimConfig
 from genbits.data.base import Batch
 from genbits.errors import NonFiniteLoss
 from genbits.objectives.base import Losses
-from genbits.optim.field import GradientField
+from genbits.optim.field import GradientField, Term
 from genbits.optim.rules import Batches, GradientStep, lr_factor
 
 
@@ -131,3 +131,46 @@ def test_penalties_under_mixed_precision_match_fp32(precision):
             assert torch.isfinite(b).all()
             assert torch.nn.functional.cosine_similarity(a, b, dim=0) > 0.99, (kind, name)
             assert (b.norm() / a.norm() - 1).abs() < 0.05, (kind, name)
+
+
+def penalized_game(model, batch):
+    """L_a = mean(a(x)²)·b, L_b = −L_a: ∇_a L_a is a batch mean, so ‖∇_a L_a‖² is not one (a shard's differs)."""
+    value = model.a(batch.x).pow(2).mean() * model.b.weight.sum()
+    return Losses({"a": value, "b": -value})
+
+
+def norm_of_a_gradient(grad_of):
+    g = grad_of("a", "a")
+    return {"b": [Term(2.0, g, g)]}
+
+
+def penalized_field(x: Tensor):
+    """The field of the penalized game, with its penalty gradients, at fixed weights on the batch x."""
+    torch.manual_seed(0)
+    model = TwoPlayers()
+    return GradientField(model, penalized_game, model.players()).evaluate(Batch(x), penalty=norm_of_a_gradient)
+
+
+def shard_field(rank: int, world: int, init_file: str, x: Tensor, out: str) -> None:
+    """One process of a gloo group: the field on this process's shard of x, saved by rank 0."""
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    value = penalized_field(x[rank::world])
+    if rank == 0:
+        torch.save({"grads": value.grads, "penalty_grads": value.penalty_grads}, out)
+    torch.distributed.destroy_process_group()
+
+
+def test_penalty_gradients_under_ddp_are_the_full_batch_ones(tmp_path):
+    """2 gloo processes with half the batch each give the penalty gradient of the whole batch's ‖∇_a L_a‖² (the
+    stop-gradient vectors are averaged before the vector–Jacobian product), not the mean of per-shard penalties."""
+    x = torch.linspace(-2, 3, 8).pow(2).view(8, 1)  # shards with different second moments
+    out = tmp_path / "ddp.pt"
+    torch.multiprocessing.spawn(shard_field, args=(2, str(tmp_path / "init"), x, str(out)), nprocs=2)
+    ddp, one = torch.load(out, weights_only=True), penalized_field(x)
+    for kind in ("grads", "penalty_grads"):
+        for name, grads in getattr(one, kind).items():
+            torch.testing.assert_close(ddp[kind][name], grads, msg=f"{kind} of {name}")
+    # the per-shard estimate (what averaging whole penalty gradients gives) differs here: the test tells them apart
+    biased = sum(penalized_field(x[i::2]).penalty_grads["b"][0] for i in (0, 1)) / 2
+    assert not torch.allclose(biased, one.penalty_grads["b"][0], rtol=1e-2)

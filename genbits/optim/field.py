@@ -119,6 +119,9 @@ def differentiate(
     for name, player_terms in terms.items():
         outputs = [x for t in player_terms for x in t.a]
         vectors = [t.weight * y for t in player_terms for y in t.b]
+        # Under DDP each process holds its shard's a_i; averaging the stop-gradient vectors first makes the mean of
+        # J_iᵀ b̄ over processes the gradient of the full batch's ⟨ā, b̄⟩, not the mean of per-shard ⟨a_i, b_i⟩.
+        all_reduce_mean(vectors)
         penalty_grads[name] = _vjp(outputs, vectors, params[name], retain=True, graph=create_graph, scale=scale)
         values[name] = torch.stack([(x * y).sum() for x, y in zip(outputs, vectors, strict=True)]).sum().detach()
     return grads, penalty_grads, values
