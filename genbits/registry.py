@@ -149,7 +149,8 @@ class Registry:
         """Coerce ``options`` to the factory's annotated types; unknown keys are errors with a suggestion."""
         where = where or self.kind
         allowed = self.options(name)
-        hints = typing.get_type_hints(self[name])
+        factory = self[name]  # a class is validated against its __init__, not its class-level annotations
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
         checked = {}
         for key, value in options.items():
             if key not in allowed:

@@ -106,3 +106,21 @@ def test_a_budget_of_samples_sets_the_steps():
     assert config.train.steps == 16  # ceil(1000 / 64)
     longer = load_config("flow-ring", ["train.samples=2000", "train.batch_size=64"])
     assert longer.hash() == config.hash()  # the length of a run is not its identity
+
+
+def test_a_registered_class_is_validated_against_its_init():
+    """Options are coerced to __init__'s types (here int from a YAML string), not to class-level annotations."""
+    from genbits.registry import Registry
+
+    registry = Registry("thing")
+
+    @registry.register("counter")
+    class Counter:
+        count: str  # a class attribute annotation that is not the constructor's
+
+        def __init__(self, count: int = 1):
+            self.count = count
+
+    assert registry.build("counter", {"count": "3"}).count == 3
+    with pytest.raises(ConfigError, match=r"thing\.count"):
+        registry.build("counter", {"count": "three"})
