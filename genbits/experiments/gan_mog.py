@@ -87,10 +87,9 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     configs = {
-        (dataset, rule, seed): config_for(DATASETS[dataset], overrides, seed, steps, full)
+        (dataset, rule, seed): config_for(DATASETS[dataset], RULES[rule][dataset], seed, steps, full)
         for dataset in DATASETS
-        for rule, by_dataset in RULES.items()
-        for overrides in [by_dataset[dataset]]
+        for rule in RULES
         for seed in range(seeds)
     }
     calls = [(c.to_dict(), str(run_dir / name(*key))) for key, c in configs.items()]
