@@ -93,7 +93,7 @@ EPILOG = {
           gan-spectral-norm  Adam lr × critic norm none/batch/spectral, DCGAN on 14×14 Fashion-MNIST: FID (~7 min)
           gan-adam-beta1     Adam β1 0 / 0.5 / 0.9, same DCGAN: final FID/KID, FID over training (~2-3 min)
           gan-batch-size     batch 16 → 512 at a fixed budget of samples seen, same DCGAN: final FID/KID (~3 min)
-          gan-conditioning   input concat vs cBN + projection critic: FID, intra-class FID, classifier accuracy (~3 min)
+          gan-conditioning   input concat vs cBN + projection critic: FID, intra-class FID, classifier accuracy (~5 min)
           dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
           gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid, 5 seeds: modes over
                          training (~13 min on 2 cores; runs one process per core)

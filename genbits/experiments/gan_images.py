@@ -50,9 +50,10 @@ CPU = Size(overrides=(), steps=300, eval_samples=2000)
 GPU = Size(overrides=("data.size=0", "model.width=64", "train.threads=0"), steps=3000, eval_samples=10000)
 
 
-def size(full: bool, steps: int | None = None) -> Size:
-    """The CPU or GPU size, with ``steps`` (the experiment's --steps) replacing its default length if given."""
-    chosen = GPU if full else CPU
+def size(full: bool, steps: int | None = None, cpu_steps: int | None = None) -> Size:
+    """The CPU or GPU size, with ``steps`` (the experiment's --steps) replacing its default length if given;
+    ``cpu_steps`` lengthens the CPU default for a study whose effect needs more training to show."""
+    chosen = GPU if full else replace(CPU, steps=cpu_steps or CPU.steps)
     return replace(chosen, steps=steps or chosen.steps)
 
 
