@@ -18,13 +18,14 @@ from genbits import load_config
 from genbits.config import OptimConfig, PlayerOptim
 from genbits.data.base import Batch
 from genbits.errors import ConfigError
-from genbits.objectives.base import Losses, players_of
+from genbits.experiments.dirac_gan import build, data_batch
+from genbits.objectives.base import Losses
 from genbits.optim.field import GradientField
 from genbits.optim.games import drift_penalty, drift_terms, plus
 from genbits.optim.integrators import RK4, TABLEAUS, step
 from genbits.optim.linear_analysis import spectral_radius, step_jacobian
 from genbits.optim.rules import Batches
-from genbits.registry import MODELS, OBJECTIVES, RULES
+from genbits.registry import RULES
 from genbits.run import RunDir
 from genbits.train import checkpoint, train
 
@@ -53,20 +54,6 @@ def test_integrators_reach_their_order_on_a_linear_ode(method):
 
 
 # ---------------------------------------------------------------------------------------------- the Dirac-GAN
-
-
-def dirac(rule: str, options: dict, h: float, start: float = 0.0, dim: int = 1):
-    """The Dirac-GAN in float64 at θ = φ = ``start`` with ``rule`` and plain SGD of step h for both players."""
-    model = MODELS.build("dirac-gan", {"theta": start, "phi": start}, event_shape=(dim,)).to(F64)
-    objective = OBJECTIVES.build("gan", {"loss": "minimax"})
-    players = players_of(model)
-    field = GradientField(model, objective, players)
-    built = RULES.build(rule, options, players=players, optim=OptimConfig(optimizer="sgd", lr=h), field=field)
-    return model, objective, built
-
-
-def dirac_batch() -> Batch:
-    return Batch(torch.zeros(4, 1, dtype=F64))
 
 
 def rk4_polynomial(z: complex) -> complex:
@@ -113,8 +100,8 @@ PREDICTIONS = {
 @pytest.mark.parametrize("case", list(PREDICTIONS))
 def test_spectral_radius_of_each_update_map_on_the_dirac_gan(case, h):
     rule, options, predicted = PREDICTIONS[case]
-    model, objective, built = dirac(rule, options, h)
-    rho = spectral_radius(step_jacobian(built, model, objective, dirac_batch()))
+    model, objective, built = build(rule, options, 0.0, h)
+    rho = spectral_radius(step_jacobian(built, model, objective, data_batch()))
     # at h·f'(0) = ½ optimistic's two eigenvalues coincide (a defective map: eigenvalues good to √eps only)
     assert rho == pytest.approx(predicted(h), abs=1e-7 if case == "optimistic" else 1e-12)
 
@@ -130,8 +117,8 @@ def test_what_the_dirac_spectra_say():
 
 def norms(rule: str, options: dict, h: float, steps: int, start: float = 1e-3) -> list[float]:
     """‖(θ, φ)‖ along ``steps`` steps of the rule on the real model (through the GradientField)."""
-    model, _, built = dirac(rule, options, h, start)
-    batch = dirac_batch()
+    model, _, built = build(rule, options, start, h)
+    batch = data_batch()
     out = []
     for _ in range(steps):
         built.step(Batches(batch, lambda: batch))
@@ -322,8 +309,8 @@ def test_ode_step_on_the_model_is_the_hand_written_integrator(method, integratio
         p1 = step(lambda v: {"p": [dirac_field(t0, v["p"][0])[1]]}, {"p": [p0]}, h, tableau)["p"][0]
     s = torch.sigmoid(p0 * t0)
     p1 = p1 - h * gamma * 2 * (s * p0) * (s * (1 - s) * t0 * p0 + s)  # ∇_φ (σ(φθ)φ)² at the start
-    model, _, built = dirac("ode", {"method": method, "regularizer": gamma, "integration": integration}, h, 0.75)
-    batch = dirac_batch()
+    model, _, built = build("ode", {"method": method, "regularizer": gamma, "integration": integration}, 0.75, h)
+    batch = data_batch()
     built.step(Batches(batch, lambda: batch))
     torch.testing.assert_close(model.generator.theta[0], t1, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(model.discriminator.phi[0], p1, rtol=1e-12, atol=1e-14)
@@ -346,8 +333,8 @@ EVALUATIONS = [
 @pytest.mark.parametrize("rule,evaluations", EVALUATIONS)
 def test_field_evaluations_per_step(rule, evaluations):
     options = {k: v for k, v in rule.items() if k != "name"}
-    _, _, built = dirac(rule["name"], options, 0.1, start=0.5)
-    batch, drawn = dirac_batch(), []
+    _, _, built = build(rule["name"], options, 0.5, h=0.1)
+    batch, drawn = data_batch(), []
     built.step(Batches(batch, lambda: drawn.append(1) or batch))
     assert built.field.evaluations == evaluations
     fresh = {"alternating": 3}.get(rule["name"], 0) + (1 if options.get("updates") == "alternating" else 0)

@@ -73,13 +73,13 @@ class Prediction:
     kappa: float
 
 
-def build(rule: str, options: dict[str, Any], start: float) -> tuple[nn.Module, Any, GameRule]:
-    """The 1-D Dirac-GAN at θ = φ = ``start`` with ``rule`` taking plain steps of size H."""
+def build(rule: str, options: dict[str, Any], start: float, h: float = H) -> tuple[nn.Module, Any, GameRule]:
+    """The 1-D Dirac-GAN in float64 at θ = φ = ``start`` with ``rule`` taking plain steps of size h."""
     model = MODELS.build("dirac-gan", {"theta": start, "phi": start}, event_shape=(1,)).to(F64)
     objective = OBJECTIVES.build("gan", {"loss": "minimax"})
     players = players_of(model)
     field = GradientField(model, objective, players)
-    built = RULES.build(rule, options, players=players, optim=OptimConfig(optimizer="sgd", lr=H), field=field)
+    built = RULES.build(rule, options, players=players, optim=OptimConfig(optimizer="sgd", lr=h), field=field)
     return model, objective, built
 
 
