@@ -7,6 +7,7 @@ import json
 import sys
 import textwrap
 from pathlib import Path
+from typing import NoReturn
 
 from genbits.errors import ConfigError, GenbitsError
 
@@ -104,12 +105,57 @@ EPILOG = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to look, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def count(text: str) -> int:
+    """An argparse type for counts (samples, steps, seeds, workers, epochs): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def positive(text: str) -> float:
+    """An argparse type for rates and scales: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be > 0")
+    return value
+
+
+def output_file(path: Path, flag: str, suffixes: tuple[str, ...]) -> Path:
+    """Check an output path before any work is done: a known suffix, in a directory that exists."""
+    if path.suffix not in suffixes:
+        raise ConfigError(f"{flag}: {path.suffix or 'no extension'} is not supported; use {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{flag}: the directory {path.parent} does not exist; create it first")
+    return path
+
+
+def run_directory(path: Path) -> Path:
+    """A directory that a command will create or write into: refuse a path that is a file."""
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--run-dir: {path} is a file, not a directory; choose another --run-dir")
+    return path
+
+
 def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
+    top = Parser(
         prog="genbits",
         description="Train, sample and evaluate generative models: objective × model × update rule.",
         epilog="Run `genbits COMMAND --help` for examples. Start with `genbits demo`.",
@@ -133,7 +179,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("sample", "draw samples from a trained run (EMA weights)")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("-n", type=int, default=1000, help="number of samples (default 1000)")
+    p.add_argument("-n", type=count, default=1000, help="number of samples (default 1000)")
     p.add_argument(
         "--out",
         type=Path,
@@ -155,9 +201,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["train", "check"])
     p.add_argument("target", help="train: a labelled image dataset; check: a feature net name or .safetensors")
     p.add_argument("--out", type=Path, default=None, help="train: weights file (default: <dataset>.safetensors)")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--epochs", type=count, default=6)
+    p.add_argument("--batch-size", type=count, default=128)
+    p.add_argument("--lr", type=positive, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
 
     p = command("report", "write a self-contained report.html for a run or a sweep")
@@ -172,12 +218,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="KEY=V1,V2,...",
         help="values of one config field, e.g. --grid optim.lr=1e-4,1e-3 (repeatable: the grid is the product)",
     )
-    p.add_argument("--seeds", type=int, default=3, help="seeds per grid point (default 3)")
+    p.add_argument("--seeds", type=count, default=3, help="seeds per grid point (default 3)")
     add_overrides(p, "override a config field in every run, e.g. --set train.steps=500 (repeatable)")
     p.add_argument("--run-dir", type=Path, help="the sweep directory (default: runs/<preset or file name>-sweep)")
     p.add_argument("--executor", choices=["local", "ray"], default="local", help="local process pool or Ray")
-    p.add_argument("--workers", type=int, default=1, help="local: runs at a time (default 1)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run (default: cores/workers; Ray: 1)")
+    p.add_argument("--workers", type=count, default=1, help="local: runs at a time (default 1)")
+    p.add_argument("--threads", type=count, default=None, help="torch threads per run (default: cores/workers; Ray: 1)")
     p.add_argument("--address", default=None, help="Ray: the cluster to join, e.g. auto (default: start a local one)")
     p.add_argument("--loss-key", default="loss", help="the logged metric judged (default loss; games: loss/<player>)")
     p.add_argument("--tail", type=float, default=0.1, help="L averages this last fraction of logged losses (0.1)")
@@ -187,7 +233,7 @@ def parser() -> argparse.ArgumentParser:
 
     p = command("demo", "train a flow on the 8-Gaussian ring, evaluate it and write the report")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--steps", type=count, default=None, help="training steps (default: the preset's)")
 
     command("list", "list presets and registered components")
 
@@ -195,9 +241,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the experiment (see below)")
     p.add_argument("--run-dir", type=Path, default=None, help="default: runs/<name>")
     p.add_argument(
-        "--seeds", type=int, default=None, help="seeds per variant (default: the experiment's, 3; gan-mog 5)"
+        "--seeds", type=count, default=None, help="seeds per variant (default: the experiment's, 3; gan-mog 5)"
     )
-    p.add_argument("--steps", type=int, default=None, help="training steps per run (default: the presets')")
+    p.add_argument("--steps", type=count, default=None, help="training steps per run (default: the presets')")
     p.add_argument("--full", action="store_true", help="the full-size setting (e.g. 28×28 images, longer; for a GPU)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return top
@@ -208,8 +254,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from genbits.train.loop import train
 
     config = load_config(args.config, args.overrides)
-    run_dir = args.run_dir or Path("runs") / Path(args.config).stem
+    run_dir = run_directory(args.run_dir or Path("runs") / Path(args.config).stem)
     result = train(config, run_dir, progress=not args.no_progress)
+    if result.already_finished:
+        print(f"{result.run_dir} already finished at step {result.step}; raise train.steps to extend it")
+        return 0
     if result.interrupted_by is not None:
         print(
             f"stopped by signal {result.interrupted_by} at step {result.step}; checkpoint saved. "
@@ -227,21 +276,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from genbits.plots import plot_samples
     from genbits.run import load_run
+    from genbits.train.rundir import RunDir
 
-    if args.n < 1:
-        raise ConfigError(f"-n: {args.n} must be >= 1")
+    RunDir(args.run_dir).require()
+    out = output_file(args.out or args.run_dir / "samples.png", "--out", (".npy", ".png"))
     run = load_run(args.run_dir, ema=not args.no_ema)
     if args.label is not None:
         raise GenbitsError(f"--class: the model of {args.run_dir} is not class-conditional")
-    out = args.out or run.path / "samples.png"
     generator = torch.Generator().manual_seed(args.seed)
     if out.suffix == ".npy":
         with torch.no_grad():
             np.save(out, run.model.sample(args.n, generator=generator).cpu().numpy())
-    elif out.suffix == ".png":
-        plot_samples(run.model, run.dataset, out, generator, n=args.n)
     else:
-        raise ConfigError(f"--out: {out.suffix or 'no extension'} is not supported; use .npy or .png")
+        plot_samples(run.model, run.dataset, out, generator, n=args.n)
     print(f"wrote {args.n} samples → {out}")
     return 0
 
@@ -269,8 +316,9 @@ def cmd_features(args: argparse.Namespace) -> int:
     if args.action == "train":
         from genbits.metrics.feature_training import save_feature_net, train_feature_net
 
+        out = output_file(args.out or Path(f"{args.target}.safetensors"), "--out", (".safetensors",))
         net, metadata = train_feature_net(args.target, {}, args.epochs, args.batch_size, args.lr, args.seed)
-        path = save_feature_net(net, metadata, args.out or Path(f"{args.target}.safetensors"))
+        path = save_feature_net(net, metadata, out)
         print(f"test accuracy {metadata['test_accuracy']:.4f} → {path}")
         return 0
     from genbits.metrics.feature_check import check
@@ -292,7 +340,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from genbits.sweep import Rules, run_sweep
 
-    sweep_dir = args.run_dir or Path("runs") / f"{Path(args.config).stem}-sweep"
+    sweep_dir = run_directory(args.run_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
     result = run_sweep(
         args.config,
         args.grid,
@@ -322,8 +370,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from genbits.run import load_run
     from genbits.train.loop import train
 
-    overrides = [f"train.steps={args.steps}"] if args.steps else []
-    train(load_config("flow-ring", overrides), args.run_dir)
+    overrides = [] if args.steps is None else [f"train.steps={args.steps}"]
+    train(load_config("flow-ring", overrides), run_directory(args.run_dir))
     run = load_run(args.run_dir)
     result = evaluate(run)
     write_eval(run, result)
@@ -359,9 +407,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"experiment {args.name!r} is unknown{closest(args.name, EXPERIMENTS)}; available: {', '.join(EXPERIMENTS)}"
         )
-    if args.seeds is not None and args.seeds < 1:
-        raise ConfigError(f"--seeds: {args.seeds} must be >= 1")
-    run_dir = args.run_dir or Path("runs") / args.name
+    run_dir = run_directory(args.run_dir or Path("runs") / args.name)
     experiment = EXPERIMENTS[args.name]
     seeds = {} if args.seeds is None else {"seeds": args.seeds}
     results = experiment.run(run_dir, **seeds, steps=args.steps, progress=not args.no_progress, full=args.full)
@@ -377,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"genbits: config error: {e}", file=sys.stderr)
         return 2
-    except GenbitsError as e:
+    except (GenbitsError, OSError) as e:  # OSError: a full disk, a permission, a path that vanished
         print(f"genbits: error: {e}", file=sys.stderr)
         return 1
 

@@ -33,6 +33,7 @@ def table(values: dict) -> str:
 def write_report(run_dir: str | Path) -> Path:
     """Render loss curves, metrics, sample plots (first and last) and the resolved config into report.html."""
     run = RunDir(run_dir)
+    run.require()
     records = run.metrics()
     sections = [f"<h1>genbits run: {html.escape(run.path.name)}</h1>"]
     if (run.path / "eval.json").exists():

@@ -32,10 +32,7 @@ class Run:
 def load_run(run_dir: str | Path, ema: bool = True, device: str | torch.device = "cpu") -> Run:
     """Load the newest valid checkpoint of ``run_dir``; the model is in eval mode on ``device``."""
     run = RunDir(run_dir)
-    if not run.exists():
-        raise GenbitsError(
-            f"{run.path} is not a genbits run directory (no config.yaml); train one with `genbits train`"
-        )
+    run.require()
     config = run.stored_config()
     latest = checkpoint.load_latest(run.checkpoints, config.hash())
     if latest is None:

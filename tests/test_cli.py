@@ -70,3 +70,58 @@ def test_every_command_has_help_with_an_example(command, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert "usage: genbits" in out and (command in ("demo", "list") or "example" in out)
+
+
+def run_main(argv, capsys):
+    """main() as the shell sees it: (exit code, stderr); argparse's own errors exit through SystemExit."""
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def tree(path):
+    return {p: p.read_bytes() for p in path.rglob("*") if p.is_file()}
+
+
+def test_bad_inputs_fail_with_one_line_and_change_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "run"
+    steps = ["--set", "model.name=gaussian", "--set", "train.steps=6", "--set", "train.sample_every=0"]
+    assert main(["train", "flow-ring", *steps, "--run-dir", str(run), "--no-progress"]) == 0
+    (tmp_path / "some_file").write_text("not a run")
+    capsys.readouterr()
+    before = tree(tmp_path)
+    cases = {
+        ("report", str(tmp_path / "nonexistent")): (1, "not a genbits run directory"),
+        ("sample", str(run), "--out", "missing_dir/x.npy"): (2, "missing_dir does not exist"),
+        ("sample", str(run), "--out", "x.txt"): (2, ".txt is not supported"),
+        ("sample", str(run), "-n", "0"): (2, "-n: 0 must be >= 1"),
+        ("experiment", "dirac-gan", "--steps", "-3"): (2, "--steps: -3 must be >= 1"),
+        ("experiment", "dirac-gan", "--steps", "0"): (2, "--steps: 0 must be >= 1"),
+        ("experiment", "dirac-gan", "--seeds", "0"): (2, "--seeds: 0 must be >= 1"),
+        ("experiment", "dirac-gan", "--run-dir", "some_file"): (2, "some_file is a file"),
+        ("demo", "--steps", "0"): (2, "--steps: 0 must be >= 1"),
+        ("train", "flow-ring", "--run-dir", "some_file"): (2, "some_file is a file"),
+        ("sweep", "flow-ring", "--grid", "optim.lr=1e-3,1e-2", "--workers", "0"): (2, "--workers: 0 must be >= 1"),
+        ("features", "train", "digits", "--out", "missing_dir/d.safetensors"): (2, "missing_dir does not exist"),
+        ("train", "flow-ring", *steps[:2], "--set", "train.steps=3", *steps[4:], "--run-dir", str(run)): (
+            2,
+            "already trained 6",
+        ),
+    }
+    for argv, (expected, message) in cases.items():
+        code, err = run_main(list(argv), capsys)
+        assert code == expected and message in err, (argv, code, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, (argv, err)
+    assert tree(tmp_path) == before
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_unchanged_finished_run_says_so(tmp_path, capsys):
+    argv = ["train", "flow-ring", "--set", "model.name=gaussian", "--set", "train.steps=4", "--run-dir", str(tmp_path)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "trained 4 steps" in capsys.readouterr().out
+    assert main([*argv, "--no-progress"]) == 0
+    assert "already finished at step 4" in capsys.readouterr().out

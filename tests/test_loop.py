@@ -34,17 +34,12 @@ def metrics_without_time(run_dir):
 
 
 def assert_same_state(a, b):
-    for part in ("model", "ema"):
-        flat_a, flat_b = {}, {}
-        checkpoint.flatten(a[part], flat_a)
-        checkpoint.flatten(b[part], flat_b)
-        assert flat_a.keys() == flat_b.keys()
-        for k in flat_a:
-            assert torch.equal(flat_a[k], flat_b[k]), (part, k)
-    opt_a, opt_b = {}, {}
-    checkpoint.flatten(a["rule"], opt_a)
-    checkpoint.flatten(b["rule"], opt_b)
-    assert all(torch.equal(opt_a[k], opt_b[k]) for k in opt_a)
+    """Every saved tensor (parameters, EMA, optimizer, batch stream, every RNG) and every saved value is identical."""
+    tensors_a, tensors_b = {}, {}
+    skeleton_a, skeleton_b = checkpoint.flatten(a, tensors_a), checkpoint.flatten(b, tensors_b)
+    assert tensors_a.keys() == tensors_b.keys()
+    assert [k for k in tensors_a if not torch.equal(tensors_a[k], tensors_b[k])] == []
+    assert skeleton_a == skeleton_b
 
 
 def test_extending_a_run_is_bit_exact(tmp_path):
@@ -203,6 +198,47 @@ def test_sigterm_checkpoints_exits_cleanly_and_resumes_exactly(tmp_path):
         )
         assert done.returncode == 0, done.stderr
     assert_same_state(final_state(tmp_path / "a"), final_state(tmp_path / "b"))
+
+
+def test_sigkill_mid_training_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """kill -9 (no handler runs, no final checkpoint) mid-training, resume from the last periodic checkpoint:
+    every tensor of the final checkpoint — numpy's and Python's RNG states included — equals an uninterrupted run.
+    Sample plots are on, so a lazily imported plotting stack after the resume is part of what is checked."""
+    common = ["--set", "model.name=flow", "--set", "train.batch_size=64", "--set", "train.log_every=1"]
+    common += ["--set", "train.sample_every=7", "--set", "train.checkpoint_every=5", "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        genbits_cmd("train", "flow-ring", "--set", "train.steps=1000000", *common, "--run-dir", str(killed)),
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and len(checkpoint.list_checkpoints(killed / "checkpoints")) < 3:
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    step = int(checkpoint.list_checkpoints(killed / "checkpoints")[-1].name[5:14])
+    assert step >= 10
+    for run in (killed, tmp_path / "whole"):  # resume to step + 12 (past a checkpoint and a sample plot)
+        args = genbits_cmd("train", "flow-ring", "--set", f"train.steps={step + 12}", *common, "--run-dir", str(run))
+        done = subprocess.run(args, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    assert_same_state(final_state(killed), final_state(tmp_path / "whole"))
+    assert metrics_without_time(killed) == metrics_without_time(tmp_path / "whole")
+
+
+def test_finished_runs_are_not_rewritten(tmp_path):
+    """An unchanged finished run trains nothing and says so; a lower train.steps is refused, nothing changes."""
+    run = tmp_path / "r"
+    train(config("train.steps=6", "train.checkpoint_every=3"), run, progress=False)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    again = train(config("train.steps=6", "train.checkpoint_every=3"), run, progress=False)
+    assert again.already_finished and again.step == 6
+    with pytest.raises(ConfigError, match=r"train\.steps=4: .* already trained 6 steps"):
+        train(config("train.steps=4", "train.checkpoint_every=3"), run, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_cli_reports_errors_without_traceback(tmp_path):

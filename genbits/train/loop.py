@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genbits.config import Config
-from genbits.errors import NonFiniteLoss, TrainingDiverged
+from genbits.errors import ConfigError, NonFiniteLoss, TrainingDiverged
 from genbits.metrics.dynamics import Dynamics
 from genbits.objectives.base import players_of
 from genbits.optim.field import GradientField
@@ -41,6 +41,7 @@ class TrainResult:
     step: int
     interrupted_by: int | None = None  # the signal number that stopped the run early, if any
     last: dict[str, float] | None = None  # the last logged metrics
+    already_finished: bool = False  # the run had reached train.steps before this call: nothing was trained
 
 
 class StopRequest:
@@ -77,6 +78,14 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def seed_everything(seed: int) -> None:
+    """Seed torch and the global numpy and Python generators: a fresh run starts from the same state on every
+    machine (numpy's and Python's would otherwise start from OS entropy), and the checkpoints store all three."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"]:
@@ -100,7 +109,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     if resuming:
         run.check_compatible(config)
 
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     parts = build_parts(config, device)
     model, dataset = parts.model, parts.dataset
     model.train()
@@ -148,6 +157,13 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     latest = checkpoint.load_latest(run.checkpoints, config_hash) if resuming else None
     if latest is not None:
         last_path, step, state = latest
+        if step > cfg.steps:
+            raise ConfigError(
+                f"train.steps={cfg.steps}: {run.path} has already trained {step} steps (checkpoints up to step "
+                f"{step}); a finished run cannot be shortened. Use a new --run-dir, or train.steps >= {step}"
+            )
+        if step == cfg.steps:
+            return TrainResult(run.path, step, last=(run.metrics() or [None])[-1], already_finished=True)
         restore(state)
         if main:
             run.truncate_metrics(step)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from genbits.config import Config, diff, load_config
-from genbits.errors import ConfigError
+from genbits.errors import ConfigError, GenbitsError
 
 LENGTH = ("train.steps", "train.samples")  # changing only these extends (or shortens) a run
 
@@ -28,7 +28,17 @@ class RunDir:
         self.samples = self.path / "samples"
 
     def exists(self) -> bool:
+        """Whether a run lives here; a path that is a file can never hold one and is refused."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a run directory; choose another directory")
         return self.config_file.exists()
+
+    def require(self) -> None:
+        """Refuse a directory that holds no run (before anything reads from it)."""
+        if not self.exists():
+            raise GenbitsError(
+                f"{self.path} is not a genbits run directory (no config.yaml); train one with `genbits train`"
+            )
 
     def stored_config(self) -> Config:
         return load_config(self.config_file)
