@@ -1,4 +1,4 @@
-"""A point mass: all the data at the origin, the data of the Dirac-GAN (Mescheder et al. 2018, SPECS §1b)."""
+"""A point mass: all the data at the origin, the data of the Dirac-GAN (Mescheder et al. 2018)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""2-D toys generated in code: the mode-coverage and density-estimation benchmarks (SPECS §7).
+"""2-D toys generated in code: the mode-coverage and density-estimation benchmarks (the 8-Gaussian ring of
+Gulrajani et al. 2017, the 25-Gaussian grid of Srivastava et al. 2017 and Lin et al. 2018).
 
 Every toy draws only from the ``torch.Generator`` it is handed, never from the global RNG, so one seed gives
 one batch, bit for bit. Labels travel with the points: mixture component, moon, spiral arm or checker cell.

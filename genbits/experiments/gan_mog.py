@@ -3,9 +3,9 @@ training, not just at the end.
 
 The talk: Adam with a low β1 trains GANs, "still, performance degrades later in training"; ODE-GAN (Qin et al.
 2020) follows the game's continuous flow with RK4 instead of one gradient step; Rosca et al. (2021) keep SGD and
-cancel the interaction terms of its discretization drift (SPECS §1, §2). Each rule trains the same MLP GAN from the
-same seeds (presets ``gan-ring``: 8 Gaussians, radius 2, std 0.02; ``gan-grid``: 5 × 5 Gaussians, std 0.05), and
-every checkpoint along the way is scored with PacGAN's metrics (SPECS §7: 2,500 samples, each to its nearest mode,
+cancel the interaction terms of its discretization drift. Each rule trains the same MLP GAN from the same seeds
+(presets ``gan-ring``: 8 Gaussians, radius 2, std 0.02; ``gan-grid``: 5 × 5 Gaussians, std 0.05), and every
+checkpoint along the way is scored with PacGAN's metrics (Lin et al. 2018: 2,500 samples, each to its nearest mode,
 high quality within 3 std, a mode captured when it holds ≥ 10 high-quality samples). Raw weights (no EMA): the
 rule's own iterates.
 

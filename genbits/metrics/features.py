@@ -1,4 +1,4 @@
-"""Feature statistics and the Fréchet distance between the Gaussians they define (SPECS §8).
+"""Feature statistics and the Fréchet distance between the Gaussians they define (Heusel et al. 2017).
 
 Everything is float64: FID subtracts traces of similar size, so float32 sums lose the digits that matter.
 """

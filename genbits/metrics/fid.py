@@ -1,4 +1,5 @@
-"""FID, KID and improved precision/recall on feature vectors (SPECS §8).
+"""FID (Heusel et al. 2017), KID (Bińkowski et al. 2018) and improved precision/recall (Kynkäänniemi et al. 2019)
+on feature vectors.
 
 genbits's features come from its own small classifiers or a user-provided extractor, so these numbers are not
 comparable to Inception-v3 FID from published papers.

@@ -28,7 +28,7 @@ def mmd2_from_kernels(kxx: Tensor, kyy: Tensor, kxy: Tensor, unbiased: bool) -> 
 
 
 def mmd2(x: Tensor, y: Tensor, sigmas: Sequence[float] = (1, 2, 4, 8, 16), unbiased: bool = True) -> float:
-    """MMD² with the kernel Σ_σ exp(−‖x − y‖² / (2σ²)) (MMD-GAN's bandwidths, SPECS §6), in float64.
+    """MMD² with the kernel Σ_σ exp(−‖x − y‖² / (2σ²)) (MMD-GAN's bandwidths, Li et al. 2017), in float64.
 
     Unbiased by default: as a metric it should average to 0 for equal distributions; MMD-GAN trains on the biased one.
     """

@@ -1,4 +1,4 @@
-"""Mode-coverage metrics for mixture toys, as in the PacGAN code (SPECS §7)."""
+"""Mode-coverage metrics for mixture toys, as in the PacGAN code (Lin et al. 2018)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Explicit Runge–Kutta steps (Euler, Heun/RK2, RK4) on a state of named tensor lists, one entry per player.
 
-One routine serves every method through its Butcher tableau (SPECS §1). The step size may differ per player: a
-game integrates θ̇ = λ·g, φ̇ = α·f over one unit of time h, i.e. each player moves with its own rate (its learning
-rate), which is also the time convention of the discretization-drift flows (SPECS §2).
+One routine serves every method through its Butcher tableau (Butcher 2016; the RK4/Heun/Euler steps of ODE-GAN,
+Qin et al. 2020). The step size may differ per player: a game integrates θ̇ = λ·g, φ̇ = α·f over one unit of time h,
+i.e. each player moves with its own rate (its learning rate), which is also the time convention of the
+discretization-drift flows (Rosca et al. 2021, "Discretization drift in two-player games").
 """
 
 from __future__ import annotations
