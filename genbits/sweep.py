@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from genbits.config import diff, load_config
 from genbits.errors import ConfigError, GenbitsError, TrainingDiverged
 from genbits.evaluate import evaluate, write_eval
+from genbits.models.base import Density
 from genbits.parallel import cores, map_processes
 from genbits.run import load_run
 from genbits.train.loop import train
@@ -141,7 +142,7 @@ def evaluation(path: Path) -> dict[str, float | None]:
     """test_nll from the run's default evaluation, also written to eval.json as `genbits eval` does. Only density
     models are evaluated: for them it is cheap, and test_nll is the one metric the sweep plots besides the loss."""
     run = load_run(path)
-    if not hasattr(run.model, "log_prob"):
+    if not isinstance(run.model, Density):
         return {}
     result = evaluate(run)
     write_eval(run, result)

@@ -212,9 +212,9 @@ def test_event_shapes(shape: tuple[int, ...]) -> None:
 def test_conditioning_input_is_refused() -> None:
     model = flow((2,))
     with pytest.raises(ValueError, match="unconditional"):
-        model.log_prob(torch.randn(3, 2), c=torch.zeros(3))
+        model.log_prob(torch.randn(3, 2), y=torch.zeros(3))
     with pytest.raises(ValueError, match="unconditional"):
-        model.sample(3, c=torch.zeros(3))
+        model.sample(3, y=torch.zeros(3))
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,12 @@ alone decides whether training spirals out, circles or converges.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
+from genbits.models.base import check_how, refuse_condition
 from genbits.registry import MODELS
 
 
@@ -51,7 +54,10 @@ class DiracGan(nn.Module):
         return torch.zeros(n, 0, dtype=theta.dtype, device=theta.device)
 
     @torch.no_grad()
-    def sample(self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any) -> Tensor:
+        """n copies of θ: no noise, so no sampling option means anything."""
+        refuse_condition("dirac-gan", y)
+        check_how("dirac-gan", how, ())
         return self.generator(self.sample_latent(n)).clone()
 
 

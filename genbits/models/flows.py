@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genbits.models.base import standard_normal_log_prob
+from genbits.models.base import check_how, refuse_condition, standard_normal_log_prob, temperature
 from genbits.registry import MODELS
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,8 +346,11 @@ class Chain(Transform):
 class Flow(nn.Module):
     """p(x) = N(z; 0, I)·|det ∂z/∂x| with z = transform(x), over ``event_shape`` (flat for the transforms).
 
-    ``c`` is the future conditioning input; an unconditional flow refuses one rather than silently ignore it.
+    Unconditional: a conditioning input ``y`` is refused rather than silently ignored. Sampling understands
+    ``temperature`` T (default 1): z ~ N(0, T²I) pushed through the inverse transform (Glow-style).
     """
+
+    SAMPLING_OPTIONS = ("temperature",)
 
     def __init__(self, transform: Transform, event_shape: Sequence[int]):
         super().__init__()
@@ -355,18 +358,13 @@ class Flow(nn.Module):
         self.features = math.prod(self.event_shape)
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)  # device and dtype of the noise
 
-    @staticmethod
-    def _unconditional(c: Tensor | None) -> None:
-        if c is not None:
-            raise ValueError("this flow is unconditional: got a conditioning input c, expected None")
-
     def _noise(self, n: int, generator: torch.Generator | None) -> Tensor:
         a = self._anchor
         return torch.randn(n, self.features, generator=generator, device=a.device, dtype=a.dtype)
 
-    def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """log p(x), shape (B,)."""
-        self._unconditional(c)
+        refuse_condition("flow", y)
         z, ladj = self.transform(x.reshape(len(x), self.features))
         return standard_normal_log_prob(z) + ladj
 
@@ -377,10 +375,11 @@ class Flow(nn.Module):
         return x.reshape(n, *self.event_shape), standard_normal_log_prob(z) - ladj
 
     @torch.no_grad()
-    def sample(self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any) -> Tensor:
         """n samples, shape (n, *event_shape); with a generator, the global RNG is left untouched."""
-        self._unconditional(c)
-        x, _ = self.transform.inverse(self._noise(n, generator))
+        refuse_condition("flow", y)
+        check_how("flow", how, self.SAMPLING_OPTIONS)
+        x, _ = self.transform.inverse(temperature(how) * self._noise(n, generator))
         return x.reshape(n, *self.event_shape)
 
 

@@ -3,10 +3,12 @@ comparing divergences — under reverse KL it collapses onto one mode, under for
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from genbits.models.base import standard_normal_log_prob
+from genbits.models.base import check_how, refuse_condition, standard_normal_log_prob, temperature
 from genbits.registry import MODELS
 
 
@@ -26,7 +28,9 @@ class Gaussian(nn.Module):
             L = L.index_put((self.tril_index[0], self.tril_index[1]), self.off_diag)
         return L
 
-    def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """log N(x; mean, L Lᵀ), shape (B,)."""
+        refuse_condition("gaussian", y)
         z = torch.linalg.solve_triangular(self.scale_tril(), (x - self.mean).unsqueeze(-1), upper=False)
         z = z.squeeze(-1)  # (B, D)
         return standard_normal_log_prob(z) - self.log_diag.sum()
@@ -36,9 +40,13 @@ class Gaussian(nn.Module):
         x = self.mean + eps @ self.scale_tril().T
         return x, standard_normal_log_prob(eps) - self.log_diag.sum()
 
-    def sample(self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        with torch.no_grad():
-            return self.rsample_and_log_prob(n, generator)[0]
+    @torch.no_grad()
+    def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any) -> Tensor:
+        """n samples (n, dim); ``temperature`` T scales the noise: x = mean + T·L·ε, covariance T²Σ."""
+        refuse_condition("gaussian", y)
+        check_how("gaussian", how, ("temperature",))
+        eps = torch.randn(n, self.dim, generator=generator, device=self.mean.device)
+        return self.mean + (temperature(how) * eps) @ self.scale_tril().T
 
 
 @MODELS.register("gaussian")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from torch import nn
 
 from genbits.data.base import Batch, SampledDataset, TensorDataset, dequantize
+from genbits.errors import ConfigError
+from genbits.models.base import Conditional, Density
 from genbits.objectives.base import Losses
 from genbits.registry import OBJECTIVES
 
@@ -20,8 +22,11 @@ class MaximumLikelihood:
         self.levels = levels
 
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
+        if not isinstance(model, Density):
+            raise ConfigError(f"objective 'likelihood' needs a density model; {type(model).__name__} has no log_prob")
         x = batch.x if self.levels is None else dequantize(batch.x, self.levels)
-        nll = -model.log_prob(x).mean()
+        y = batch.y if isinstance(model, Conditional) else None  # labels condition only a model that takes them
+        nll = -model.log_prob(x, y).mean()
         return Losses({"model": nll}, {"nll": nll.detach()})
 
 
