@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import textwrap
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from genbits.errors import ConfigError, GenbitsError
 
@@ -25,6 +26,11 @@ EPILOG = {
         examples:
           genbits sample runs/flow-ring -n 5000 --out samples.npy   # raw samples
           genbits sample runs/flow-ring -n 2000 --out samples.png   # scatter (2-D) or image grid
+          genbits sample runs/flow-ring --temperature 0.7           # a sampling option (flows: base noise scale)
+          genbits sample runs/gan-cond --class 3 --out three.png    # class-conditional models: one class
+
+        Sampling options belong to the call, not to the run: they never enter the config, and a model refuses an
+        option it does not understand (flows and gaussian: --temperature; GANs: none yet).
         """,
     "eval": """
         metrics:
@@ -45,12 +51,19 @@ EPILOG = {
           PATH.safetensors      a feature net trained with `genbits features train`
           package.module:attr   any nn.Module taking [0, 1] images (N, C, H, W) → features
 
+        sampling options (--sampler, --steps, --guidance, --temperature): how the sample metrics draw their
+        samples; the model refuses one it does not understand. Results of the default sampling sit at the top of
+        eval.json; those of other options under "sampling" → e.g. "temperature=0.8" (with "how"), so every way a
+        checkpoint was sampled keeps its results. nll draws no samples: it stays at the top, whatever the options.
+        A class-conditional model is sampled with balanced labels (each class n/K times).
+
         Real-data features are cached in $GENBITS_CACHE (default ~/.cache/genbits). eval.json keeps earlier
         metrics of the same checkpoint.
         examples:
           genbits eval runs/flow-ring
           genbits eval runs/digits --metrics nll,fid,kid,pr -n 2000
           genbits eval runs/fmnist --metrics fid --features inception -n 1000
+          genbits eval runs/flow-ring --metrics nll,modes,fid --temperature 0.8
         """,
     "features": """
         examples:
@@ -134,6 +147,54 @@ def positive(text: str) -> float:
     return value
 
 
+def finite(text: str) -> float:
+    """An argparse type for a real number (e.g. a guidance scale): finite, any sign."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{value} must be finite")
+    return value
+
+
+SAMPLING = ("sampler", "steps", "guidance", "temperature")
+"""The sampling options of ``genbits sample`` and ``genbits eval``, by their names in ``model.sample(..., **how)``."""
+
+
+def add_sampling(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "sampling options", "how samples are drawn (not part of the run's config); a model refuses one it does not take"
+    )
+    g.add_argument("--sampler", default=None, metavar="NAME", help="the sampler, for models that have several")
+    g.add_argument("--steps", type=count, default=None, metavar="N", help="sampling steps of an iterative sampler")
+    g.add_argument("--guidance", type=finite, default=None, metavar="W", help="guidance scale (conditional models)")
+    g.add_argument(
+        "--temperature", type=positive, default=None, metavar="T", help="base noise z ~ N(0, T²I) (flows, gaussian)"
+    )
+
+
+def sampling_how(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling options given on the command line, and only those: none given is the model's default sampling."""
+    return {name: getattr(args, name) for name in SAMPLING if getattr(args, name) is not None}
+
+
+def class_labels(model: Any, label: int | None, n: int, run_dir: Path) -> Any:
+    """``--class K`` as labels y = (K, …, K) for a conditional model; None without --class."""
+    import torch
+
+    from genbits.models.base import device_of, num_classes_of
+
+    if label is None:
+        return None
+    classes = num_classes_of(model)
+    if classes is None:
+        raise ConfigError(f"--class {label}: the model of {run_dir} is not class-conditional; it takes no --class")
+    if not 0 <= label < classes:
+        raise ConfigError(f"--class {label}: out of range; the model of {run_dir} takes classes 0 to {classes - 1}")
+    return torch.full((n,), label, dtype=torch.long, device=device_of(model))
+
+
 def output_file(path: Path, flag: str, suffixes: tuple[str, ...]) -> Path:
     """Check an output path before any work is done: a known suffix, in a directory that exists."""
     if path.suffix not in suffixes:
@@ -189,6 +250,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--class", dest="label", type=int, default=None, help="class label for class-conditional models")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
+    add_sampling(p)
 
     p = command("eval", "evaluate a run: likelihood, FID/KID/precision-recall, mode coverage → eval.json")
     p.add_argument("run_dir", type=Path)
@@ -196,6 +258,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, help="comma-separated: nll,fid,kid,pr,modes (default: see below)")
     p.add_argument("--features", default=None, help="feature extractor for fid/kid/pr (see below)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
+    add_sampling(p)
 
     p = command("features", "train or check a feature classifier for FID/KID/precision-recall")
     p.add_argument("action", choices=["train", "check"])
@@ -281,14 +344,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     RunDir(args.run_dir).require()
     out = output_file(args.out or args.run_dir / "samples.png", "--out", (".npy", ".png"))
     run = load_run(args.run_dir, ema=not args.no_ema)
-    if args.label is not None:
-        raise GenbitsError(f"--class: the model of {args.run_dir} is not class-conditional")
+    y = class_labels(run.model, args.label, args.n, args.run_dir)
+    how = sampling_how(args)
     generator = torch.Generator().manual_seed(args.seed)
     if out.suffix == ".npy":
         with torch.no_grad():
-            np.save(out, run.model.sample(args.n, generator=generator).cpu().numpy())
+            np.save(out, run.model.sample(args.n, y, generator=generator, **how).cpu().numpy())
     else:
-        plot_samples(run.model, run.dataset, out, generator, n=args.n)
+        plot_samples(run.model, run.dataset, out, generator, n=args.n, y=y, how=how)
     print(f"wrote {args.n} samples → {out}")
     return 0
 
@@ -301,15 +364,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"-n: {args.n} must be >= 2")
     run = load_run(args.run_dir)
     metrics = args.metrics.split(",") if args.metrics else None
-    result = evaluate(run, args.n, metrics, args.features, progress=not args.no_progress)
+    result = evaluate(run, args.n, metrics, args.features, progress=not args.no_progress, how=sampling_how(args))
     write_eval(run, result)
     print_table(result)
     return 0
 
 
 def print_table(result: dict) -> None:
+    """key: value lines; results of a non-default sampling under a 'sampling KEY' heading."""
     for key, value in result.items():
-        print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
+        if key == "sampling" and isinstance(value, dict):
+            for name, entry in value.items():
+                print(f"sampling {name}:")
+                print_table({k: v for k, v in entry.items() if k != "how"})
+        else:
+            print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
 
 
 def cmd_features(args: argparse.Namespace) -> int:

@@ -7,6 +7,11 @@
   samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
   fingerprint (weights hash + preprocessing).
 - ``modes``: mode coverage of samples on mixtures with known centres (SPECS §7).
+
+What a model offers is asked of its contract (``genbits.models.base``: ``Density``, ``Generative``, ``Conditional``).
+Sampling options (``how``: temperature, sampler, steps, …) change only the sample metrics: results of the default
+sampling sit at the top level of eval.json, those of other options under ``sampling[<key>]``, so one checkpoint keeps
+the results of every way it was sampled.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
+from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
 from genbits.run import Run
 from genbits.train.stream import seeded_generator
 
@@ -49,7 +56,7 @@ def test_batch(run: Run, n: int) -> torch.Tensor:
 
 def default_metrics(run: Run) -> list[str]:
     """NLL for density models, sample metrics for the rest; mode coverage wherever the modes are known."""
-    metrics = ["nll"] if hasattr(run.model, "log_prob") else list(FEATURE_METRICS)
+    metrics = ["nll"] if isinstance(run.model, Density) else list(FEATURE_METRICS)
     if getattr(run.dataset, "centres", None) is not None:
         metrics.append("modes")
     return metrics
@@ -66,7 +73,7 @@ def default_features(run: Run) -> str:
 
 @torch.no_grad()
 def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
-    if not hasattr(run.model, "log_prob"):
+    if not isinstance(run.model, Density):
         raise ConfigError(f"metrics: 'nll' needs a density model; {type(run.model).__name__} has no log_prob")
     x = test_batch(run, n)
     result: dict[str, Any] = {"n": len(x)}
@@ -89,10 +96,19 @@ def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def model_samples(run: Run, n: int, seed: int = 0, chunk: int = 1000) -> Tensor:
-    """n samples drawn with their own generator; images are clipped to the data range [0, 1]."""
+def model_samples(run: Run, n: int, seed: int = 0, chunk: int = 1000, how: Mapping[str, Any] | None = None) -> Tensor:
+    """n samples drawn with their own generator and the sampling options ``how``; images are clipped to the data
+    range [0, 1]. A conditional model gets balanced labels (every class n/K times, ±1), like held-out data."""
     generator = torch.Generator().manual_seed(seed)
-    samples = torch.cat([run.model.sample(len(c), generator=generator) for c in torch.arange(n).split(chunk)])
+    classes = num_classes_of(run.model)
+    labels = None if classes is None else balanced_labels(n, classes, device_of(run.model))
+    chunks = torch.arange(n).split(chunk)
+    samples = torch.cat(
+        [
+            run.model.sample(len(c), None if labels is None else labels[c], generator=generator, **(how or {}))
+            for c in chunks
+        ]
+    )
     return samples.clamp(0, 1) if getattr(run.dataset, "levels", None) is not None else samples
 
 
@@ -127,12 +143,17 @@ def reference_features(run: Run, features: Extractor, n: int, progress: bool = F
 
 
 def sample_metrics(
-    run: Run, metrics: list[str], features: str | Extractor | None, n: int, progress: bool = False
+    run: Run,
+    metrics: list[str],
+    features: str | Extractor | None,
+    n: int,
+    progress: bool = False,
+    how: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """FID / KID / precision-recall / mode coverage of n model samples (seed 0)."""
-    if not hasattr(run.model, "sample"):
+    """FID / KID / precision-recall / mode coverage of n model samples (seed 0, sampling options ``how``)."""
+    if not isinstance(run.model, Generative):
         raise ConfigError(f"metrics: {', '.join(metrics)} need samples; {type(run.model).__name__} cannot sample")
-    samples = model_samples(run, n)
+    samples = model_samples(run, n, how=how)
     result: dict[str, Any] = {"samples": len(samples)}
     if "modes" in metrics:
         centres = getattr(run.dataset, "centres", None)
@@ -160,25 +181,47 @@ def evaluate(
     metrics: list[str] | None = None,
     features: str | Extractor | None = None,
     progress: bool = False,
+    how: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metrics for ``run`` at its latest checkpoint (default: :func:`default_metrics`); the CLI writes eval.json."""
+    """Metrics for ``run`` at its latest checkpoint (default: :func:`default_metrics`); the CLI writes eval.json.
+
+    With sampling options ``how``, the sample metrics go under ``result["sampling"][how_key(how)]`` (with ``how``
+    itself) and likelihood metrics stay at the top level: they do not sample, so they are the same for every ``how``.
+    """
     n = n or run.config.train.eval_samples
     metrics = metrics or default_metrics(run)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"metrics: {', '.join(unknown)} unknown; choose from {', '.join(METRICS)}")
+    sampled = [m for m in metrics if m != "nll"]
+    how = dict(how or {})
+    if how and not sampled:
+        raise ConfigError(
+            f"metrics: nll draws no samples, so the sampling options {how_key(how)} would change nothing; "
+            f"add a sample metric ({', '.join(m for m in METRICS if m != 'nll')})"
+        )
+    # samples first: an option the model does not understand fails before any other work
+    from_samples = sample_metrics(run, metrics, features, n, progress, how) if sampled else {}
     result: dict[str, Any] = {"step": run.step}
     if "nll" in metrics:
         result.update(likelihood_metrics(run, n))
-    if any(m != "nll" for m in metrics):
-        result.update(sample_metrics(run, metrics, features, n, progress))
+    if how:
+        result["sampling"] = {how_key(how): {"how": how, **from_samples}}
+    else:
+        result.update(from_samples)
     return result
 
 
 def write_eval(run: Run, result: dict[str, Any]) -> None:
-    """Write eval.json; results of other metrics at the same step are kept."""
+    """Write eval.json: results of other metrics (and other sampling options) at the same step are kept."""
     path = run.path / "eval.json"
     previous = json.loads(path.read_text()) if path.is_file() else {}
     if previous.get("step") != result["step"]:
         previous = {}
-    path.write_text(json.dumps(previous | result, indent=2))
+    sampling = dict(previous.get("sampling", {}))
+    for key, entry in result.get("sampling", {}).items():
+        sampling[key] = sampling.get(key, {}) | entry
+    merged = previous | result
+    if sampling:
+        merged["sampling"] = sampling
+    path.write_text(json.dumps(merged, indent=2))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -13,6 +15,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from genbits.data.base import SampledDataset  # noqa: E402
+from genbits.models.base import Density, balanced_labels, device_of, num_classes_of  # noqa: E402
 from genbits.train.stream import seeded_generator  # noqa: E402
 
 
@@ -50,20 +53,38 @@ def log_density_grid(
 
 
 @torch.no_grad()
-def plot_samples(model, dataset, path: Path, generator: torch.Generator, n: int = 2000) -> None:
-    """Data beside model samples (and the model's density where it has one)."""
+def plot_samples(
+    model,
+    dataset,
+    path: Path,
+    generator: torch.Generator,
+    n: int = 2000,
+    y: Tensor | None = None,
+    how: Mapping[str, Any] | None = None,
+) -> None:
+    """Data beside model samples (and the model's density where it has one).
+
+    ``y``: labels for a conditional model; without them it gets balanced labels and an image grid shows one class
+    per column. ``how``: sampling options, passed to ``model.sample``.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    samples = model.sample(n, generator=generator).cpu()
+    classes = num_classes_of(model)
+    by_class = classes is not None and y is None
+    if by_class:
+        y = balanced_labels(n, classes, device_of(model))
+    samples = model.sample(n, y, generator=generator, **(how or {})).cpu()
     if samples.dim() == 2 and samples.shape[1] == 2:
         data = (
             dataset.sample(n, seeded_generator(0, 11)).x
             if isinstance(dataset, SampledDataset)
             else dataset.x[:n].reshape(-1, 2)
         )
-        plot_2d(data.numpy(), samples.numpy(), model if hasattr(model, "log_prob") else None, path)
+        density = isinstance(model, Density) and classes is None  # a conditional density has one per class
+        plot_2d(data.numpy(), samples.numpy(), model if density else None, path)
     else:
+        columns = classes if by_class and classes <= 16 else 8
         fig, ax = plt.subplots(figsize=(5, 5))
-        grid = image_grid(samples[:64].reshape(-1, *dataset.event_shape))
+        grid = image_grid(samples[: columns * max(1, 64 // columns)].reshape(-1, *dataset.event_shape), columns)
         ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
         ax.set_axis_off()
         fig.savefig(path, dpi=100, bbox_inches="tight")

@@ -34,7 +34,7 @@ def test_train_sample_eval_report(tmp_path, capsys):
     assert main(["sample", str(run), "-n", "300", "--out", str(tmp_path / "s.png")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     assert main(["sample", str(run), "--out", str(tmp_path / "s.txt")]) == 2
-    assert main(["sample", str(run), "--class", "3"]) == 1
+    assert main(["sample", str(run), "--class", "3"]) == 2  # an unconditional model takes no class
     assert main(["eval", str(run), "-n", "2000"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert {"test_nll", "true_nll", "gap"} <= result.keys()
@@ -110,6 +110,15 @@ def test_bad_inputs_fail_with_one_line_and_change_nothing(tmp_path, capsys, monk
             2,
             "already trained 6",
         ),
+        ("sample", str(run), "--class", "3", "--out", "x.npy"): (2, "--class 3: the model of"),
+        ("sample", str(run), "--steps", "5", "--out", "x.npy"): (
+            2,
+            "sampling option 'steps' is not understood by gaussian (it takes: temperature)",
+        ),
+        ("sample", str(run), "--temperature", "0"): (2, "--temperature: 0.0 must be > 0"),
+        ("sample", str(run), "--guidance", "nan"): (2, "--guidance: nan must be finite"),
+        ("eval", str(run), "--sampler", "ddim"): (2, "sampling option 'sampler' is not understood by gaussian"),
+        ("eval", str(run), "--metrics", "nll", "--temperature", "0.5"): (2, "nll draws no samples"),
     }
     for argv, (expected, message) in cases.items():
         code, err = run_main(list(argv), capsys)
@@ -125,3 +134,75 @@ def test_an_unchanged_finished_run_says_so(tmp_path, capsys):
     assert "trained 4 steps" in capsys.readouterr().out
     assert main([*argv, "--no-progress"]) == 0
     assert "already finished at step 4" in capsys.readouterr().out
+
+
+def test_one_checkpoint_evaluated_three_ways_keeps_three_results(tmp_path, capsys, monkeypatch):
+    """Sampling options never enter the config: the same run is evaluated at the default temperature and two others,
+    without a refusal; sample metrics of each are kept apart, nll (which draws no samples) once at the top."""
+    import torch
+
+    from genbits.evaluate import test_batch
+    from genbits.metrics.fid import fid
+    from genbits.run import load_run
+
+    monkeypatch.setenv("GENBITS_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    train_argv = ["train", "flow-ring", "--set", "train.steps=40", "--set", "train.sample_every=0", "--run-dir"]
+    assert main([*train_argv, str(run), "--no-progress"]) == 0
+    config = (run / "config.yaml").read_bytes()
+    evals = [[], ["--temperature", "0.5"], ["--temperature", "0.8"]]
+    for extra in evals:
+        assert main(["eval", str(run), "-n", "1000", "--metrics", "nll,fid", "--no-progress", *extra]) == 0
+    assert "sampling temperature=0.8:" in capsys.readouterr().out
+    result = json.loads((run / "eval.json").read_text())
+    assert {"step", "n", "test_nll", "true_nll", "gap", "fid", "samples", "features"} <= result.keys()
+    assert set(result["sampling"]) == {"temperature=0.5", "temperature=0.8"}
+    for t in (0.5, 0.8):
+        entry = result["sampling"][f"temperature={t}"]
+        assert entry["how"] == {"temperature": t} and entry["samples"] == 1000 and entry["features"] == "raw"
+        assert "test_nll" not in entry  # the likelihood does not depend on how one samples
+    fids = [result["fid"], result["sampling"]["temperature=0.5"]["fid"], result["sampling"]["temperature=0.8"]["fid"]]
+    assert len(set(fids)) == 3
+    # an independent reference: FID of raw coordinates of 1000 samples drawn at T = 0.5 (seed 0) vs the test batch
+    loaded = load_run(run)
+    fake = loaded.model.sample(1000, generator=torch.Generator().manual_seed(0), temperature=0.5)
+    assert fids[1] == pytest.approx(fid(test_batch(loaded, 1000), fake), rel=1e-6)
+    # more metrics later: merged into the right place, nothing overwritten
+    nll = result["test_nll"]
+    assert main(["eval", str(run), "-n", "1000", "--metrics", "modes", "--temperature", "0.5", "--no-progress"]) == 0
+    assert main(["eval", str(run), "-n", "1000", "--metrics", "nll", "--no-progress"]) == 0
+    again = json.loads((run / "eval.json").read_text())
+    assert again["test_nll"] == nll and again["fid"] == fids[0] and "modes" not in again
+    assert again["sampling"]["temperature=0.5"]["fid"] == fids[1] and "modes" in again["sampling"]["temperature=0.5"]
+    assert again["sampling"]["temperature=0.8"] == result["sampling"]["temperature=0.8"]
+    assert (run / "config.yaml").read_bytes() == config
+    capsys.readouterr()
+    assert main([*train_argv, str(run), "--no-progress"]) == 0  # the run is unchanged: nothing to refuse
+    assert "already finished at step 40" in capsys.readouterr().out
+
+
+def test_class_conditional_sampling(tmp_path, capsys):
+    """--class K draws every sample with label K from a conditional model; a class out of range is one line."""
+    import torch
+
+    from genbits.run import load_run
+
+    run = tmp_path / "gan"
+    overrides = ["model.conditioning=concat", "train.steps=3", "train.sample_every=0", "train.checkpoint_every=3"]
+    argv = ["train", "gan-ring", *[a for o in overrides for a in ("--set", o)], "--run-dir", str(run)]
+    assert main([*argv, "--no-progress"]) == 0
+    assert (run / "samples" / "step-0000003.png").is_file()  # the loop's plot: balanced labels
+    for k in (2, 5):
+        assert main(["sample", str(run), "-n", "64", "--class", str(k), "--out", str(tmp_path / f"{k}.npy")]) == 0
+    model = load_run(run).model
+    for k in (2, 5):
+        expected = model.sample(64, torch.full((64,), k), generator=torch.Generator().manual_seed(0))
+        assert np.allclose(np.load(tmp_path / f"{k}.npy"), expected.detach().numpy())
+    assert not np.allclose(np.load(tmp_path / "2.npy"), np.load(tmp_path / "5.npy"))
+    assert main(["sample", str(run), "-n", "200", "--out", str(tmp_path / "all.png")]) == 0
+    capsys.readouterr()
+    for bad in ("8", "-1"):
+        code, err = run_main(["sample", str(run), "--class", bad, "--out", str(tmp_path / "x.npy")], capsys)
+        assert code == 2 and f"--class {bad}: out of range" in err and "classes 0 to 7" in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.npy").exists()
