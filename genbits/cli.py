@@ -248,7 +248,13 @@ def parser() -> argparse.ArgumentParser:
         help="output file: .npy (raw) or .png (picture); default RUN_DIR/samples.png",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--class", dest="label", type=int, default=None, help="class label for class-conditional models")
+    p.add_argument(
+        "--class",
+        dest="label",
+        type=int,
+        default=None,
+        help="draw every sample of this class (class-conditional models; default: every class equally often)",
+    )
     p.add_argument("--no-ema", action="store_true", help="use the raw weights instead of their EMA")
     add_sampling(p)
 
@@ -337,6 +343,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from genbits.models.base import balanced_labels, device_of, num_classes_of
     from genbits.plots import plot_samples
     from genbits.run import load_run
     from genbits.train.rundir import RunDir
@@ -348,6 +355,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     how = sampling_how(args)
     generator = torch.Generator().manual_seed(args.seed)
     if out.suffix == ".npy":
+        classes = num_classes_of(run.model)
+        if y is None and classes is not None:  # as evaluation and plots sample a conditional model: balanced
+            y = balanced_labels(args.n, classes, device_of(run.model))
         with torch.no_grad():
             np.save(out, run.model.sample(args.n, y, generator=generator, **how).cpu().numpy())
     else:

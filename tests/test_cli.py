@@ -199,6 +199,9 @@ def test_class_conditional_sampling(tmp_path, capsys):
         expected = model.sample(64, torch.full((64,), k), generator=torch.Generator().manual_seed(0))
         assert np.allclose(np.load(tmp_path / f"{k}.npy"), expected.detach().numpy())
     assert not np.allclose(np.load(tmp_path / "2.npy"), np.load(tmp_path / "5.npy"))
+    assert main(["sample", str(run), "-n", "20", "--out", str(tmp_path / "all.npy")]) == 0  # every class in turn
+    expected = model.sample(20, torch.arange(20) % 8, generator=torch.Generator().manual_seed(0))
+    assert np.allclose(np.load(tmp_path / "all.npy"), expected.detach().numpy())
     assert main(["sample", str(run), "-n", "200", "--out", str(tmp_path / "all.png")]) == 0
     capsys.readouterr()
     for bad in ("8", "-1"):
