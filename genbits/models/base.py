@@ -58,7 +58,7 @@ class Density(Protocol):
 @runtime_checkable
 class LatentVariable(Protocol):
     """A latent-variable model whose likelihood is intractable: the ELBO, a per-example lower bound on log p(x | y),
-    shape (B,), in nats. Evaluation reports it as a bound, never as an NLL."""
+    shape (B,), in nats. No family implements it yet (VAEs will); whatever scores it must report a bound, not an NLL."""
 
     def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 
