@@ -7,12 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from genbits import load_config
 from genbits.data.base import Batch
 from genbits.errors import ConfigError
+from genbits.models.base import Conditional, Generative
 from genbits.models.gan import gan
-from genbits.nn.norms import ConditionalBatchNorm, activation_norm, spectral_norm
+from genbits.nn.norms import ConditionalBatchNorm, Norm, activation_norm, spectral_norm
 from genbits.objectives.adversarial import gan as gan_objective
 from genbits.train import train
 from genbits.train.parts import build_parts
@@ -87,6 +89,20 @@ def test_activation_norms_normalize_what_they_claim():
     assert isinstance(activation_norm("none", 16, True), nn.Identity)
 
 
+def test_a_norm_name_resolves_once_into_builders():
+    """Activation norms leave weights alone, weight norms put nothing after a layer; labels make batch norm cBN."""
+    layer = nn.Linear(3, 3)
+    batch = Norm.named("batch")
+    assert isinstance(batch.activation(4, True), nn.BatchNorm2d) and batch.weight(layer) is layer
+    assert not parametrize.is_parametrized(layer)
+    spectral = Norm.named("spectral")
+    assert isinstance(spectral.activation(4, False), nn.Identity)
+    assert parametrize.is_parametrized(spectral.weight(layer), "weight")
+    assert isinstance(Norm.named("batch", num_classes=3).activation(4, True), ConditionalBatchNorm)
+    with pytest.raises(ValueError, match="batch norms"):
+        Norm.named("layer", num_classes=3)
+
+
 ARCHS = (("mlp", (2,)), ("dcgan", (1, 14, 14)), ("resnet", (1, 8, 8)))
 CASES = (
     [(arch, shape, norm, "none") for (arch, shape), norm in itertools.product(ARCHS, NORMS)]
@@ -154,3 +170,34 @@ def test_mlp_gan_trains_through_the_loop_on_the_ring(tmp_path):
     assert all(torch.isfinite(torch.tensor(v)) for k, v in result.last.items() if k.startswith("loss"))
     assert {"loss/generator", "loss/discriminator"} <= result.last.keys()
     assert (tmp_path / "samples" / "step-0000030.png").exists()
+
+
+def test_only_a_conditional_gan_has_num_classes():
+    """The Conditional contract is hasattr-based: an unconditional GAN must not carry num_classes = None."""
+    plain, concat = gan((2,), num_classes=3), gan((2,), num_classes=3, conditioning="concat")
+    assert isinstance(plain, Generative) and not isinstance(plain, Conditional) and not hasattr(plain, "num_classes")
+    assert isinstance(concat, Conditional) and concat.num_classes == 3
+
+
+@pytest.mark.parametrize("t", [0.5, 2.0])
+def test_temperature_scales_the_latent_noise(t):
+    """sample(temperature=T) is G(T·z) for the z the same generator draws; T = 1 is the default sampling."""
+    torch.manual_seed(6)
+    model = gan((2,), num_classes=3, conditioning="throughout").eval()
+    z = torch.randn(5, 32, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        warm = model.sample(5, y, torch.Generator().manual_seed(1), temperature=t)
+        assert torch.equal(warm, model.generator(t * z, y))
+        default = model.sample(5, generator=torch.Generator().manual_seed(1))
+        assert torch.equal(default, model.sample(5, generator=torch.Generator().manual_seed(1), temperature=1.0))
+
+
+def test_gan_sampling_refuses_what_it_does_not_understand():
+    plain = gan((2,))
+    with pytest.raises(ValueError, match="unconditional"):
+        plain.sample(3, torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ConfigError, match="'temprature' is not understood by gan.*did you mean 'temperature'"):
+        plain.sample(3, temprature=0.5)
+    with pytest.raises(ConfigError, match="temperature must be a finite number > 0"):
+        plain.sample(3, temperature=0)

@@ -1,5 +1,7 @@
-"""Normalization as a constructor argument: activation norms (batch/layer/group, class-conditional batch norm) and
-weight norms (spectral normalization by power iteration or by exact SVD), resolved from one small table each.
+"""Normalization resolved once, at the edge: a norm's config name becomes a :class:`Norm`, a pair of small builders
+that the networks call — ``activation(channels, spatial)`` for the module after a layer (batch/layer/group norm,
+class-conditional batch norm) and ``weight(module)`` for a layer's weight (spectral normalization by power iteration
+or by exact SVD). The networks never see the name.
 
 Spectral normalization (Miyato et al. 2018) divides a weight by its largest singular value σ, so every layer is
 1-Lipschitz (conv kernels reshaped to (out, in·k·k), as in the paper — an approximation of the conv's operator norm).
@@ -9,18 +11,22 @@ tracks the slowly moving weights cheaply; ``spectral-svd`` computes σ exactly (
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-ActivationNorm = Literal["none", "batch", "layer", "group"]
-WeightNorm = Literal["none", "spectral", "spectral-svd"]
-Norm = Literal["none", "batch", "layer", "group", "spectral", "spectral-svd"]
-ACTIVATION_NORMS: tuple[str, ...] = ("none", "batch", "layer", "group")
-WEIGHT_NORMS: tuple[str, ...] = ("spectral", "spectral-svd")
+NormName = Literal["none", "batch", "layer", "group", "spectral", "spectral-svd"]
+ActivationNorm = Callable[[int, bool], nn.Module]
+"""(channels, spatial) → the module normalizing a layer's output: (B, C, H, W) maps if spatial, else (B, C)."""
+WeightNorm = Callable[[nn.Module], nn.Module]
+"""module → the same module with its ``weight`` normalized (or untouched)."""
+M = TypeVar("M", bound=nn.Module)
 
 
 class SpectralNorm(nn.Module):
@@ -57,16 +63,11 @@ class ExactSpectralNorm(nn.Module):
         return weight / torch.linalg.matrix_norm(weight.flatten(1), ord=2)
 
 
-def spectral_norm(module: nn.Module, exact: bool = False) -> nn.Module:
+def spectral_norm(module: M, exact: bool = False) -> M:
     """Spectrally normalize ``module.weight`` in place (``torch.nn.utils.parametrize``); returns the module."""
     parametrization = ExactSpectralNorm() if exact else SpectralNorm(module.weight.detach())
     parametrize.register_parametrization(module, "weight", parametrization)
     return module
-
-
-def weight_normed(module: nn.Module, norm: str) -> nn.Module:
-    """``module`` with the weight norm ``norm`` applied ("none" and activation norms leave it as is)."""
-    return spectral_norm(module, exact=norm == "spectral-svd") if norm in WEIGHT_NORMS else module
 
 
 class ConditionalBatchNorm(nn.Module):
@@ -87,19 +88,73 @@ class ConditionalBatchNorm(nn.Module):
         return normed * self.scale(y).view(shape) + self.shift(y).view(shape)
 
 
-def activation_norm(norm: str, channels: int, spatial: bool) -> nn.Module:
-    """The activation norm for ``channels`` features (``spatial``: conv maps (B, C, H, W), else (B, C)).
-
-    Layer norm on conv maps normalizes over (C, H, W) per sample (GroupNorm with one group, which has per-channel
-    affine parameters); group norm uses groups of up to 8 channels, at most 32 groups (Wu & He 2018).
-    """
-    if norm == "batch":
-        return nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)
-    if norm == "layer":
-        return nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels)
-    if norm == "group":
-        groups = max(1, min(32, channels // 8))
-        while channels % groups:
-            groups -= 1
-        return nn.GroupNorm(groups, channels)
+def no_norm(channels: int, spatial: bool) -> nn.Module:
     return nn.Identity()
+
+
+def batch_norm(channels: int, spatial: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if spatial else nn.BatchNorm1d(channels)
+
+
+def layer_norm(channels: int, spatial: bool) -> nn.Module:
+    """On conv maps: over (C, H, W) per sample (GroupNorm with one group, which has per-channel affine parameters)."""
+    return nn.GroupNorm(1, channels) if spatial else nn.LayerNorm(channels)
+
+
+def group_norm(channels: int, spatial: bool) -> nn.Module:
+    """Groups of up to 8 channels, at most 32 groups (Wu & He 2018)."""
+    groups = max(1, min(32, channels // 8))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels)
+
+
+def class_batch_norm(num_classes: int) -> ActivationNorm:
+    """Batch norm with per-class scale and shift: the builder a ``throughout``-conditioned generator gets."""
+
+    def build(channels: int, spatial: bool) -> nn.Module:
+        return ConditionalBatchNorm(channels, num_classes)
+
+    return build
+
+
+def unchanged(module: M) -> M:
+    return module
+
+
+ACTIVATION_NORMS: dict[str, ActivationNorm] = {
+    "none": no_norm,
+    "batch": batch_norm,
+    "layer": layer_norm,
+    "group": group_norm,
+}
+WEIGHT_NORMS: dict[str, WeightNorm] = {"spectral": spectral_norm, "spectral-svd": partial(spectral_norm, exact=True)}
+
+
+def activation_norm(norm: str, channels: int, spatial: bool) -> nn.Module:
+    """The activation norm ``norm`` for ``channels`` features (``spatial``: conv maps (B, C, H, W), else (B, C))."""
+    return ACTIVATION_NORMS[norm](channels, spatial)
+
+
+@dataclass(frozen=True)
+class Norm:
+    """What a network does to its activations and to its weights, as builders: one name picks one of the two (an
+    activation norm leaves weights alone, a weight norm puts nothing after a layer)."""
+
+    activation: ActivationNorm = no_norm
+    weight: WeightNorm = unchanged
+
+    @classmethod
+    def named(cls, name: NormName, num_classes: int | None = None) -> Norm:
+        """The norm called ``name``; ``num_classes`` makes batch norm class-conditional (other norms refuse it)."""
+        if name in WEIGHT_NORMS:
+            built = cls(weight=WEIGHT_NORMS[name])
+        elif name in ACTIVATION_NORMS:
+            built = cls(activation=ACTIVATION_NORMS[name])
+        else:
+            raise ValueError(f"unknown norm {name!r}; use one of {', '.join([*ACTIVATION_NORMS, *WEIGHT_NORMS])}")
+        if num_classes is None:
+            return built
+        if name != "batch":
+            raise ValueError(f"class-conditional norms are batch norms; {name!r} has no per-class form")
+        return cls(activation=class_batch_norm(num_classes))

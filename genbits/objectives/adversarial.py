@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genbits.data.base import Batch
+from genbits.models.base import Conditional
 from genbits.objectives.base import Losses
 from genbits.registry import OBJECTIVES
 
@@ -224,7 +225,7 @@ class Adversarial:
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         real = batch.x
         generate, critic = model.generator, model.discriminator
-        if getattr(model, "conditional", False):  # fakes carry the batch's labels, so both sides share p(y)
+        if isinstance(model, Conditional):  # fakes carry the batch's labels, so both sides share p(y)
             generate, critic = partial(generate, y=batch.y), partial(critic, y=batch.y)
         fake = generate(model.sample_latent(len(batch)))
         d_real, d_fake = critic(real), critic(fake)
