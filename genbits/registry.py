@@ -113,6 +113,7 @@ class Registry:
         self.kind = kind
         self.context = context
         self._table: dict[str, Callable[..., Any]] = {}
+        self._retired: dict[str, list[tuple[str, Any, str]]] = {}
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def add(factory: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +123,11 @@ class Registry:
             return factory
 
         return add
+
+    def retire(self, name: str, option: str, message: str, value: Any = ...) -> None:
+        """Refuse a form of ``name``'s options that used to be valid (``option`` with any value, or only with
+        ``value``) with ``message`` saying what to write now, rather than a closest match that may point elsewhere."""
+        self._retired.setdefault(name, []).append((option, value, message))
 
     def names(self) -> list[str]:
         return sorted(self._table)
@@ -153,6 +159,9 @@ class Registry:
         hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
         checked = {}
         for key, value in options.items():
+            for option, old, message in self._retired.get(name, ()):
+                if key == option and (old is ... or value == old):
+                    raise ConfigError(f"{where}.{key}: {message}")
             if key not in allowed:
                 raise ConfigError(
                     f"{where}.{key}: unknown option for {self.kind} {name!r}{closest(key, allowed)}; "

@@ -401,27 +401,25 @@ class TinyGan(nn.Module):
 
 
 CONFIGS = [
-    {},
-    {"loss": "minimax"},
-    {"loss": "hinge"},
-    {"loss": "least-squares"},
-    {"loss": "least-squares", "lsgan_coding": "-1-1-0"},
-    {"loss": "wgan", "gradient_penalty": 10.0},
-    *(
-        {"loss": "f-gan", "divergence": d, "generator_loss": g}
-        for d in F_DIVERGENCES
-        for g in ("saddle", "non-saturating")
-    ),
-    {"loss": "f-gan"},
-    {"r1": 10.0, "r2": "1.5"},
+    ("gan", {}),
+    ("gan", {"loss": "minimax"}),
+    ("gan", {"loss": "hinge"}),
+    ("least-squares", {}),
+    ("least-squares", {"coding": "-1-1-0"}),
+    ("gan", {"loss": "wgan", "gradient_penalty": 10.0}),
+    *(("f-gan", {"divergence": d, "generator_loss": g}) for d in F_DIVERGENCES for g in ("saddle", "non-saturating")),
+    ("f-gan", {}),
+    ("gan", {"r1": 10.0, "r2": "1.5"}),
+    ("least-squares", {"gradient_penalty": 1.0, "r1": 2.0}),
+    ("f-gan", {"divergence": "kl", "r2": 0.5}),
 ]
 
 
-@pytest.mark.parametrize("options", CONFIGS, ids=str)
-def test_gan_objective_returns_both_players_losses(options: dict) -> None:
+@pytest.mark.parametrize(("name", "options"), CONFIGS, ids=str)
+def test_adversarial_objectives_return_both_players_losses(name: str, options: dict) -> None:
     torch.manual_seed(0)
     model = TinyGan()
-    objective = OBJECTIVES.build("gan", options, dataset=None)
+    objective = OBJECTIVES.build(name, options, dataset=None)
     out = objective(model, Batch(torch.randn(8, 3)))
     assert set(out.losses) == {"generator", "discriminator"}
     assert all(loss.shape == () and torch.isfinite(loss) for loss in out.losses.values())
@@ -433,6 +431,58 @@ def test_gan_objective_returns_both_players_losses(options: dict) -> None:
         grads_ = torch.autograd.grad(out.losses[player], list(module.parameters()), retain_graph=True)
         assert any(g.abs().sum() > 0 for g in grads_)
     assert all(math.isfinite(v) for v in out.scalars().values())
+
+
+def critic_values_and_losses(name: str, options: dict) -> tuple[Tensor, Tensor, Tensor]:
+    """(d_real, d_fake, stacked (L_D, L_G)) of one evaluation on TinyGan with fixed seeds."""
+    torch.manual_seed(0)
+    model, batch = TinyGan(), Batch(torch.randn(8, 3))
+    torch.manual_seed(1)
+    out = OBJECTIVES.build(name, options, dataset=None)(model, batch)
+    return (
+        out.metrics["d_real"],
+        out.metrics["d_fake"],
+        torch.stack([out.losses["discriminator"], out.losses["generator"]]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "reference"),
+    [
+        ("gan", {"loss": "hinge"}, hinge_loss),
+        ("least-squares", {}, least_squares_loss),
+        ("least-squares", {"coding": "-1-1-0"}, lambda r, f: least_squares_loss(r, f, -1.0, 1.0, 0.0)),
+        ("f-gan", {"divergence": "kl", "generator_loss": "saddle"}, lambda r, f: f_gan_loss(r, f, "kl", "saddle")),
+    ],
+    ids=str,
+)
+def test_each_objective_plays_its_game(name: str, options: dict, reference) -> None:
+    """The registered objective's losses are its game's losses on the critic values it saw."""
+    torch.manual_seed(0)
+    model, batch = TinyGan(), Batch(torch.randn(8, 3))
+    torch.manual_seed(1)
+    z = model.sample_latent(len(batch))
+    d_real, d_fake = model.discriminator(batch.x), model.discriminator(model.generator(z))
+    torch.manual_seed(1)
+    out = OBJECTIVES.build(name, options, dataset=None)(model, batch)
+    expected = torch.stack(reference(d_real, d_fake))
+    assert torch.equal(torch.stack([out.losses["discriminator"], out.losses["generator"]]), expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "option", "value"),
+    [
+        ("gan", "loss", "hinge"),
+        ("least-squares", "coding", "-1-1-0"),
+        ("f-gan", "divergence", "kl"),
+        ("f-gan", "generator_loss", "saddle"),
+    ],
+)
+def test_every_option_applies(name: str, option: str, value: str) -> None:
+    """No option is inert: changing it away from its default changes the losses (no "only with X" options left)."""
+    *_, default = critic_values_and_losses(name, {})
+    *_, changed = critic_values_and_losses(name, {option: value})
+    assert not torch.allclose(default, changed)
 
 
 def test_gan_objective_adds_penalties_to_the_discriminator_only() -> None:
@@ -447,34 +497,87 @@ def test_gan_objective_adds_penalties_to_the_discriminator_only() -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "word"),
+    ("name", "options", "word"),
     [
-        ({"loss": "vanilla"}, "loss"),
-        ({"loss": "f-gan", "divergence": "tv"}, "divergence"),
-        ({"loss": "hinge", "divergence": "kl"}, "divergence"),
-        ({"loss": "wgan", "generator_loss": "saddle"}, "generator_loss"),
-        ({"loss": "minimax", "lsgan_coding": "0-1-1"}, "lsgan_coding"),
-        ({"loss": "least-squares", "lsgan_coding": "1-0-1"}, "lsgan_coding"),
-        ({"gradient_penalty": -1.0}, "gradient_penalty"),
-        ({"r1": "nan"}, "r1"),
-        ({"r2": "a lot"}, "r2"),
-        ({"lambda_gp": 10}, "lambda_gp"),
+        ("gan", {"loss": "vanilla"}, "loss"),
+        ("f-gan", {"divergence": "tv"}, "divergence"),
+        ("f-gan", {"generator_loss": "minimax"}, "generator_loss"),
+        ("least-squares", {"coding": "1-0-1"}, "coding"),
+        ("least-squares", {"loss": "hinge"}, "loss"),
+        ("gan", {"gradient_penalty": -1.0}, "gradient_penalty"),
+        ("least-squares", {"r1": "nan"}, "r1"),
+        ("f-gan", {"r2": "a lot"}, "r2"),
+        ("gan", {"lambda_gp": 10}, "lambda_gp"),
     ],
 )
-def test_gan_objective_rejects_bad_options(options: dict, word: str) -> None:
+def test_adversarial_objectives_reject_bad_options(name: str, options: dict, word: str) -> None:
     with pytest.raises(ConfigError, match=word):
-        OBJECTIVES.build("gan", options, dataset=None)
+        OBJECTIVES.build(name, options, dataset=None)
 
 
-@pytest.mark.parametrize("penalty", [{"loss": "wgan", "gradient_penalty": 0.1}, {"r1": 1.0}, {"r2": 1.0}])
-def test_penalized_gans_train_through_the_loop(tmp_path, penalty: dict) -> None:
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"loss": "least-squares"},
+            "objective.loss: 'least-squares' is its own objective now: objective.name=least-squares",
+        ),
+        (
+            {"loss": "f-gan", "divergence": "kl"},
+            "objective.loss: 'f-gan' is its own objective now: objective.name=f-gan",
+        ),
+        (
+            {"lsgan_coding": "-1-1-0"},
+            "objective.lsgan_coding: now the option coding of objective least-squares: "
+            "{name: least-squares, coding: …}",
+        ),
+        ({"divergence": "kl"}, "objective.divergence: now an option of objective f-gan: {name: f-gan, divergence: …}"),
+        (
+            {"loss": "hinge", "generator_loss": "saddle"},
+            "objective.generator_loss: now an option of objective f-gan: {name: f-gan, generator_loss: …}",
+        ),
+    ],
+)
+def test_the_old_gan_options_point_to_the_new_objectives(options: dict, message: str) -> None:
+    """``{name: gan, loss: least-squares}`` and friends predate least-squares and f-GAN being objectives."""
+    from genbits.config import load_config
+
+    with pytest.raises(ConfigError) as error:
+        load_config("gan-ring", [f"objective={{name: gan, {', '.join(f'{k}: {v}' for k, v in options.items())}}}"])
+    assert str(error.value) == message
+
+
+def test_the_python_factories_check_their_choices_too() -> None:
+    from genbits.objectives.adversarial import f_gan, gan, least_squares
+
+    for call, word in [
+        (lambda: gan(loss="least-squares"), "loss"),
+        (lambda: least_squares(coding="1-0-1"), "coding"),
+        (lambda: f_gan(divergence="tv"), "divergence"),
+        (lambda: f_gan(generator_loss="other"), "generator_loss"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("name", "penalty"),
+    [
+        ("gan", {"loss": "wgan", "gradient_penalty": 0.1}),
+        ("gan", {"r1": 1.0}),
+        ("gan", {"r2": 1.0}),
+        ("least-squares", {"r1": 1.0}),
+        ("f-gan", {"divergence": "kl", "r2": 1.0}),
+    ],
+)
+def test_penalized_gans_train_through_the_loop(tmp_path, name: str, penalty: dict) -> None:
     """The loop's data-dependent initialization runs the objective under no_grad: penalties must still evaluate."""
     from genbits.config import load_config
     from genbits.train import train
 
     objective = ", ".join(f"{key}: {value}" for key, value in penalty.items())
     overrides = [
-        f"objective={{name: gan, {objective}}}",
+        f"objective={{name: {name}, {objective}}}",
         "train.steps=3",
         "train.batch_size=32",
         "train.sample_every=0",

@@ -1,4 +1,5 @@
-"""Adversarial objectives: GAN losses on critic outputs, the f-GAN table, gradient penalties, and the ``gan`` objective.
+"""Adversarial objectives: GAN losses on critic outputs, the f-GAN table, gradient penalties, and the registered
+objectives ``gan``, ``least-squares`` and ``f-gan``.
 
 Everything is a pure function of critic values (real ``d_real``, fake ``d_fake``, both shape (B,)) so each loss can be
 checked by hand. The objective returns one loss per player from ONE forward graph (see ``Adversarial``). References:
@@ -10,7 +11,7 @@ Nowozin et al. 2016 (f-GAN).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, NamedTuple, get_args
@@ -207,7 +208,11 @@ class Adversarial:
 
     Nothing is detached: the gradient field differentiates each player's loss w.r.t. that player's parameters only,
     so L_D's dependence on G (through x̃) and L_G's on D are never used, and one graph serves simultaneous and
-    alternating updates alike. Penalties are added to L_D only.
+    alternating updates alike.
+
+    ``loss`` maps critic scores to the players' losses (the game); the penalties, the same for every game and each
+    applied when its weight is > 0, are added to L_D only: ``gradient_penalty`` λ of WGAN-GP, ``r1`` and ``r2`` the
+    γ of the zero-centred R1 (on data) and R2 (on fakes).
     """
 
     def __init__(
@@ -244,11 +249,15 @@ class Adversarial:
         return Losses({"generator": loss_g, "discriminator": loss_d}, metrics)
 
 
-GanLoss = Literal["minimax", "non-saturating", "hinge", "least-squares", "wgan", "f-gan"]
-Divergence = Literal["kl", "reverse-kl", "pearson", "squared-hellinger", "js", "gan"]
-LsganCoding = Literal["0-1-1", "-1-1-0"]
+# ---------------------------------------------------------------- the registered objectives
+# Three families of game, one class: each factory lists its own options (every one of them always applies) and the
+# penalty weights, which ``Adversarial`` checks and applies the same way for all.
 
-_SIMPLE_LOSSES: dict[str, Callable[[Tensor, Tensor], GameLosses]] = {
+GanLoss = Literal["minimax", "non-saturating", "hinge", "wgan"]
+LsganCoding = Literal["0-1-1", "-1-1-0"]
+Divergence = Literal["kl", "reverse-kl", "pearson", "squared-hellinger", "js", "gan"]
+
+GAN_LOSSES: dict[str, Callable[[Tensor, Tensor], GameLosses]] = {
     "minimax": minimax_loss,
     "non-saturating": non_saturating_loss,
     "hinge": hinge_loss,
@@ -256,47 +265,54 @@ _SIMPLE_LOSSES: dict[str, Callable[[Tensor, Tensor], GameLosses]] = {
 }
 
 
+def chosen(choices: Collection[str], key: str, option: str) -> str:
+    """``key`` if it is one of ``choices``, else a ValueError naming the option and the choices (the registry checks
+    config values against the Literal types; this checks Python callers)."""
+    if key not in choices:
+        raise ValueError(f"{option}: {key!r} is not one of {', '.join(choices)}")
+    return key
+
+
 @OBJECTIVES.register("gan")
 def gan(
-    loss: GanLoss = "non-saturating",
-    divergence: Divergence | None = None,
-    generator_loss: FGanGenerator | None = None,
-    lsgan_coding: LsganCoding | None = None,
+    loss: GanLoss = "non-saturating", gradient_penalty: float = 0.0, r1: float = 0.0, r2: float = 0.0
+) -> Adversarial:
+    """The GAN game on raw critic scores: ``loss`` minimax, non-saturating, hinge or wgan (pair wgan with a
+    ``gradient_penalty``); ``gradient_penalty``, ``r1``, ``r2``: penalty weights (see ``Adversarial``)."""
+    return Adversarial(GAN_LOSSES[chosen(GAN_LOSSES, loss, "loss")], gradient_penalty, r1, r2)
+
+
+@OBJECTIVES.register("least-squares")
+def least_squares(
+    coding: LsganCoding = "0-1-1", gradient_penalty: float = 0.0, r1: float = 0.0, r2: float = 0.0
+) -> Adversarial:
+    """LSGAN (Mao et al. 2017): squared distances to the targets (a, b, c) of ``coding`` (see ``LSGAN_CODINGS``)."""
+    a, b, c = LSGAN_CODINGS[chosen(LSGAN_CODINGS, coding, "coding")]
+    return Adversarial(partial(least_squares_loss, a=a, b=b, c=c), gradient_penalty, r1, r2)
+
+
+@OBJECTIVES.register("f-gan")
+def f_gan(
+    divergence: Divergence = "js",
+    generator_loss: FGanGenerator = "non-saturating",
     gradient_penalty: float = 0.0,
     r1: float = 0.0,
     r2: float = 0.0,
 ) -> Adversarial:
-    """A two-player GAN objective. ``divergence`` (default js) and ``generator_loss`` (default non-saturating) apply
-    to ``f-gan`` only and ``lsgan_coding`` (default 0-1-1) to ``least-squares`` only; setting them for another loss
-    is an error rather than silently ignored."""
-    if loss != "f-gan":
-        for name, value in (("divergence", divergence), ("generator_loss", generator_loss)):
-            if value is not None:
-                raise ValueError(f"{name}: only used with loss 'f-gan', not {loss!r}")
-    if loss != "least-squares" and lsgan_coding is not None:
-        raise ValueError(f"lsgan_coding: only used with loss 'least-squares', not {loss!r}")
-    if loss == "f-gan":
-        div = divergence or "js"
-        if div not in F_DIVERGENCES:
-            raise ValueError(f"divergence: {div!r} is not one of {', '.join(F_DIVERGENCES)}")
-        gen = generator_loss or "non-saturating"
-        if gen not in ("saddle", "non-saturating"):
-            raise ValueError(f"generator_loss: {gen!r} is not one of 'saddle', 'non-saturating'")
+    """f-GAN (Nowozin et al. 2016): the critic bounds the f-divergence ``divergence`` from below; the generator
+    minimizes the bound (``saddle``) or its non-saturating form (see ``f_gan_loss``)."""
+    div = chosen(F_DIVERGENCES, divergence, "divergence")
+    gen = chosen(get_args(FGanGenerator), generator_loss, "generator_loss")
+    return Adversarial(partial(f_gan_loss, divergence=div, generator=gen), gradient_penalty, r1, r2)
 
-        def chosen(d_real: Tensor, d_fake: Tensor) -> GameLosses:
-            return f_gan_loss(d_real, d_fake, div, gen)
 
-    elif loss == "least-squares":
-        coding = lsgan_coding or "0-1-1"
-        if coding not in LSGAN_CODINGS:
-            raise ValueError(f"lsgan_coding: {coding!r} is not one of {', '.join(LSGAN_CODINGS)}")
-        a, b, c = LSGAN_CODINGS[coding]
-
-        def chosen(d_real: Tensor, d_fake: Tensor) -> GameLosses:
-            return least_squares_loss(d_real, d_fake, a, b, c)
-
-    elif loss in _SIMPLE_LOSSES:
-        chosen = _SIMPLE_LOSSES[loss]
-    else:
-        raise ValueError(f"loss: {loss!r} is not one of {', '.join(get_args(GanLoss))}")
-    return Adversarial(chosen, gradient_penalty, r1, r2)
+# The options of the single ``gan`` objective before least squares and f-GAN became objectives of their own.
+OBJECTIVES.retire(
+    "gan", "loss", "'least-squares' is its own objective now: objective.name=least-squares", "least-squares"
+)
+OBJECTIVES.retire("gan", "loss", "'f-gan' is its own objective now: objective.name=f-gan", "f-gan")
+OBJECTIVES.retire(
+    "gan", "lsgan_coding", "now the option coding of objective least-squares: {name: least-squares, coding: …}"
+)
+for _option in ("divergence", "generator_loss"):
+    OBJECTIVES.retire("gan", _option, f"now an option of objective f-gan: {{name: f-gan, {_option}: …}}")
