@@ -7,7 +7,6 @@ as if it had never stopped.
 
 from __future__ import annotations
 
-import random
 import signal
 import threading
 import time
@@ -17,21 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from genbits.config import Config
-from genbits.errors import ConfigError, NonFiniteLoss, TrainingDiverged
+from genbits.config import Config, TrainConfig
+from genbits.errors import NonFiniteLoss
 from genbits.metrics.dynamics import Dynamics
-from genbits.objectives.base import players_of
+from genbits.objectives.base import Objective, Progress, players_of
 from genbits.optim.field import GradientField
 from genbits.optim.rules import Batches, lr_factor
 from genbits.registry import RULES
-from genbits.train import checkpoint, distributed
+from genbits.train import distributed
 from genbits.train.ema import EMA
 from genbits.train.parts import build_parts, resolve_device
 from genbits.train.rundir import RunDir
+from genbits.train.state import Checkpointer, NanPolicy, seed_everything
 from genbits.train.stream import BatchStream, seeded_generator
 
 
@@ -68,40 +67,12 @@ def catching_signals() -> Iterator[StopRequest]:
             signal.signal(s, handler)
 
 
-def rng_state() -> dict[str, Any]:
-    np_state = np.random.get_state()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-    }
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch and the global numpy and Python generators: a fresh run starts from the same state on every
-    machine (numpy's and Python's would otherwise start from OS entropy), and the checkpoints store all three."""
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-    random.seed(seed)
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"]:
-        torch.cuda.set_rng_state_all(state["cuda"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainResult:
     """Train (or resume) the run in ``run_dir``; returns where it stopped."""
     cfg = config.train
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
-    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
+    main = distributed.is_main()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = RunDir(run_dir)
@@ -111,10 +82,10 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
 
     seed_everything(cfg.seed)
     parts = build_parts(config, device)
-    model, dataset = parts.model, parts.dataset
+    model, objective, dataset = parts.model, parts.objective, parts.dataset
     model.train()
     players = players_of(model)
-    field = GradientField(model, parts.objective, players, cfg.precision, device)
+    field = GradientField(model, objective, players, cfg.precision, device)
     rule = RULES.build(
         config.optim.rule.name,
         config.optim.rule.options,
@@ -125,89 +96,42 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     )
     if cfg.diagnostics:
         rule.dynamics = Dynamics(players)
-    stream = BatchStream(dataset, cfg.batch_size, cfg.seed, rank, world, device)
+    stream = BatchStream(
+        dataset, cfg.batch_size, cfg.seed, distributed.rank(), distributed.world_size(), device, parts.dtype
+    )
     ema = EMA(model, cfg.ema_decay)
-    config_hash = config.hash()
+    checkpoints = Checkpointer(run, config.hash(), cfg.keep_checkpoints, model, ema, rule, stream, field)
 
-    def snapshot() -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "rule": rule.state_dict(),
-            "stream": stream.state_dict(),
-            "rng": rng_state(),
-            "loss_scale": field.loss_scale,
-        }
-
-    def restore(state: dict[str, Any]) -> None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        rule.load_state_dict(state["rule"])
-        stream.load_state_dict(state["stream"])
-        set_rng_state(state["rng"])
-        field.loss_scale = float(state["loss_scale"])
-
-    def save(step: int) -> Path:
-        """Rank 0 writes; every process learns the path (a rollback reads it back)."""
-        if main:
-            checkpoint.save(run.checkpoints, step, snapshot(), config_hash, cfg.keep_checkpoints)
-        distributed.barrier()
-        return checkpoint.checkpoint_path(run.checkpoints, step)
-
-    latest = checkpoint.load_latest(run.checkpoints, config_hash) if resuming else None
-    if latest is not None:
-        last_path, step, state = latest
-        if step > cfg.steps:
-            raise ConfigError(
-                f"train.steps={cfg.steps}: {run.path} has already trained {step} steps (checkpoints up to step "
-                f"{step}); a finished run cannot be shortened. Use a new --run-dir, or train.steps >= {step}"
-            )
-        if step == cfg.steps:
-            return TrainResult(run.path, step, last=(run.metrics() or [None])[-1], already_finished=True)
-        restore(state)
-        if main:
-            run.truncate_metrics(step)
-            run.write_config(config)  # train.steps may have been raised
-    else:
+    step = checkpoints.resume(cfg.steps) if resuming else None
+    if step == cfg.steps:
+        return TrainResult(run.path, step, last=(run.metrics() or [None])[-1], already_finished=True)
+    if step is None:
         step = 0
-        initialize(model, parts.objective, dataset, cfg.seed, device)
+        set_progress(objective, Progress(0, cfg.steps))
+        initialize(model, objective, dataset, cfg.seed, device, parts.dtype)
         distributed.broadcast_module(model)
         ema.reset(model)
         if main:
             run.create(config)
-        last_path = save(0)
+        checkpoints.save(0)
+    elif main:
+        run.write_config(config)  # train.steps may have been raised
 
-    rollbacks, lr_scale = 0, rule.lr_scale
+    nan = NanPolicy(cfg, checkpoints, rule)
     record: dict[str, float] | None = None
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), desc=run.path.name, dynamic_ncols=True)
-    with catching_signals() as stop:
+    with catching_signals() as stop, bar:
         while step < cfg.steps:
+            set_progress(objective, Progress(step, cfg.steps))  # every evaluation of this step sees the same
             rule.set_lr_factor(lr_factor(config.optim, step, cfg.steps))
-            batches = Batches(next(stream), lambda: next(stream))
             logged = (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps
             if rule.dynamics:
                 rule.dynamics.active = logged
             try:
-                out = rule.step(batches)
+                out = rule.step(Batches(next(stream), lambda: next(stream)))
             except NonFiniteLoss as e:
-                where = f"{last_path} (step {checkpoint_step(last_path)})"
-                if cfg.on_nan == "stop" or rollbacks >= cfg.max_rollbacks:
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"step {step + 1}: {e}; stopped. Last good checkpoint: {where}. "
-                        "Lower optim.lr, clip gradients (optim.grad_clip) or set train.on_nan=rollback."
-                    ) from None
-                rollbacks += 1
-                lr_scale *= cfg.nan_lr_factor
-                step, state = checkpoint.load(last_path, config_hash)
-                restore(state)
-                rule.lr_scale = lr_scale
-                bar.n = step
-                if main:
-                    run.truncate_metrics(step)
-                    run.append_metrics({"step": step, "event": "rollback", "lr_scale": lr_scale})
-                    tqdm.write(f"step {step}: non-finite loss ({e}); rolled back to {where}, LR × {lr_scale:g}")
+                step = bar.n = nan.on_nan(step, e)
                 continue
             ema.update(model)
             step += 1
@@ -218,26 +142,30 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
                 bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.startswith("loss")})
                 if main:
                     run.append_metrics(record)
-            if main and (step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0)):
+            if main and samples_due(cfg, step):
                 save_samples(
-                    model,
-                    ema,
-                    dataset,
-                    run.samples / f"step-{step:07d}.png",
-                    seeded_generator(cfg.seed, step, 7),
+                    model, ema, dataset, run.samples / f"step-{step:07d}.png", seeded_generator(cfg.seed, step, 7)
                 )
             stopping = distributed.any_process(stop.signum is not None)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
-                last_path = save(step)
+                checkpoints.save(step)
             if stopping:
                 break
-    bar.close()
     distributed.barrier()
     return TrainResult(run.path, step, stop.signum, record)
 
 
-def checkpoint_step(path: Path) -> int:
-    return int(checkpoint.NAME.match(path.name).group(1))
+def set_progress(objective: Any, progress: Progress) -> None:
+    """Tell a progress-aware objective where training stands (plain callables need not know)."""
+    if isinstance(objective, Objective):
+        objective.progress = progress
+
+
+def samples_due(cfg: TrainConfig, step: int) -> bool:
+    """A sample plot every ``sample_every`` steps and at the end; none at all when ``sample_every`` is null."""
+    if cfg.sample_every is None:
+        return False
+    return step == cfg.steps or (cfg.sample_every > 0 and step % cfg.sample_every == 0)
 
 
 def log_record(scalars: dict[str, float], step: int, batch_size: int, rule, elapsed: float) -> dict[str, float]:
@@ -253,10 +181,12 @@ def log_record(scalars: dict[str, float], step: int, batch_size: int, rule, elap
 
 
 @torch.no_grad()
-def initialize(model: torch.nn.Module, objective, dataset, seed: int, device: torch.device) -> None:
+def initialize(
+    model: torch.nn.Module, objective, dataset, seed: int, device: torch.device, dtype: torch.dtype | None = None
+) -> None:
     """Run the objective once on a dedicated batch so data-dependent inits (ActNorm, BN) happen before step 0."""
-    batch = BatchStream(dataset, min(512, len(dataset) if hasattr(dataset, "__len__") else 512), seed + 1)
-    objective(model, next(batch).to(device))
+    size = min(512, len(dataset) if hasattr(dataset, "__len__") else 512)
+    objective(model, next(BatchStream(dataset, size, seed + 1, device=device, dtype=dtype)))
 
 
 def save_samples(model, ema: EMA, dataset, path: Path, generator: torch.Generator) -> None:
