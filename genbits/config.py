@@ -90,10 +90,11 @@ class TrainConfig:
     batch_size: int = bounded(512, 1)  # global batch: split across processes under torchrun
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # fp64: model, batches and gradients in float64 (exact small problems: the divergence lab); bf16/fp16: autocast
+    precision: Literal["fp32", "bf16", "fp16", "fp64"] = "fp32"
     threads: int = bounded(0, 0)  # torch intra-op threads; 0 keeps torch's default
     log_every: int = bounded(10, 1)
-    sample_every: int = bounded(500, 0)  # 0: sample plots only at the end
+    sample_every: int | None = bounded(500, 0)  # 0: sample plots only at the end; null: none at all
     checkpoint_every: int = bounded(500, 1)
     keep_checkpoints: int = bounded(3, 1)
     ema_decay: float = bounded(0.999, 0.0, 1.0)  # 0 turns EMA off; sampling and eval use EMA weights

@@ -266,3 +266,16 @@ def test_mixed_precision_trains(tmp_path, precision):
     train(config("train.steps=40", "optim.lr=0.05", f"train.precision={precision}"), tmp_path, progress=False)
     records = RunDir(tmp_path).metrics()
     assert records[-1]["nll"] < records[0]["nll"] - 0.1
+
+
+def test_fp64_trains_in_float64_and_null_sample_every_plots_nothing(tmp_path):
+    """A flow's float64 layers would refuse float32 batches: training at all shows the batches are float64 too."""
+    train(
+        config("train.steps=5", "train.precision=fp64", "train.sample_every=null", model="flow"),
+        tmp_path,
+        progress=False,
+    )
+    floats = [t for t in final_state(tmp_path)["model"].values() if t.is_floating_point()]
+    assert floats and all(t.dtype == torch.float64 for t in floats)
+    assert next(load_run(tmp_path).model.parameters()).dtype == torch.float64
+    assert list((tmp_path / "samples").iterdir()) == []

@@ -83,7 +83,8 @@ def _vjp(
 
 
 def _loss_grad(loss: Tensor, params: list[Tensor], retain: bool, graph: bool, scale: float) -> list[Tensor]:
-    loss = loss.float()
+    if loss.dtype != torch.float64:
+        loss = loss.float()  # autocast's half-precision losses are differentiated from fp32; fp64 stays fp64
     return _vjp([loss], [torch.ones_like(loss)], params, retain, graph, scale)
 
 
@@ -137,7 +138,7 @@ def non_finite(value: FieldValue) -> dict[str, list[str]]:
     One stacked check: a single device sync on a GPU, however many players and penalties."""
     kinds = {"loss": value.losses.losses, "penalty": value.penalties}
     flat = [(kind, name, v) for kind, scalars in kinds.items() for name, v in scalars.items()]
-    finite = torch.isfinite(torch.stack([v.detach().float().reshape(()) for *_, v in flat])).tolist()
+    finite = torch.isfinite(torch.stack([v.detach().double().reshape(()) for *_, v in flat])).tolist()
     bad: dict[str, list[str]] = {kind: [] for kind in kinds}
     for (kind, name, _), ok in zip(flat, finite, strict=True):
         if not ok:

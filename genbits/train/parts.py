@@ -19,9 +19,12 @@ class Parts:
     dataset: Any
     model: nn.Module
     objective: Any
+    dtype: torch.dtype | None = None  # what batches are cast to: float64 under train.precision=fp64, else as drawn
 
 
 def build_parts(config: Config, device: torch.device | str = "cpu", split: str = "train") -> Parts:
+    """The dataset, the model on ``device`` (in float64 under ``train.precision=fp64``) and the objective."""
+    dtype = torch.float64 if config.train.precision == "fp64" else None
     dataset = build_dataset(config.data.name, config.data.options, split=split, seed=config.train.seed)
     model = MODELS.build(
         config.model.name,
@@ -30,9 +33,9 @@ def build_parts(config: Config, device: torch.device | str = "cpu", split: str =
         event_shape=dataset.event_shape,
         num_classes=dataset.num_classes,
         dataset=dataset,
-    ).to(device)
+    ).to(device=device, dtype=dtype)
     objective = OBJECTIVES.build(config.objective.name, config.objective.options, where="objective", dataset=dataset)
-    return Parts(dataset, model, objective)
+    return Parts(dataset, model, objective, dtype)
 
 
 def resolve_device(name: str) -> torch.device:

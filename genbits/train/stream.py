@@ -28,11 +28,12 @@ class BatchStream:
         rank: int = 0,
         world: int = 1,
         device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
     ):
         if batch_size % world:
             raise ConfigError(f"train.batch_size: {batch_size} is not divisible by the {world} processes")
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self.rank, self.world, self.device = rank, world, device
+        self.rank, self.world, self.device, self.dtype = rank, world, device, dtype
         self.position = 0
         self._epoch_order: tuple[int, torch.Tensor] | None = None
 
@@ -40,7 +41,8 @@ class BatchStream:
         batch = self.global_batch(self.position)
         self.position += 1
         share = self.batch_size // self.world
-        return batch[self.rank * share : (self.rank + 1) * share].to(self.device)
+        mine = batch[self.rank * share : (self.rank + 1) * share]
+        return Batch(mine.x.to(self.device, self.dtype), None if mine.y is None else mine.y.to(self.device))
 
     def __iter__(self) -> BatchStream:
         return self
