@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from genbits.config import OptimConfig, PlayerOptim
 from genbits.objectives.base import Losses
 from genbits.optim.field import FieldValue, GradientField, GradOf, Grads, Penalty, Term
-from genbits.optim.integrators import TABLEAUS, State, Tableau, slope
+from genbits.optim.integrators import TABLEAUS, State, slope
 from genbits.optim.rules import Batches, UpdateRule
 from genbits.registry import RULES
 
@@ -247,30 +247,27 @@ class GameRule(UpdateRule):
 # ------------------------------------------------------------------------------------------ alternating
 
 
+@RULES.register("alternating")
 class Alternating(GameRule):
-    """Players take turns, each with its own optimizer, each turn from the point the previous turn left."""
+    """Alternating gradient steps: ``n_critic`` discriminator steps (each after the first on a fresh batch) per
+    generator step, the discriminator first by default; any per-player optimizer. Each turn starts from the point
+    the previous turn left."""
 
-    def __init__(self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, order: Sequence[str]):
+    def __init__(
+        self,
+        players: dict[str, nn.Module],
+        optim: OptimConfig,
+        field: GradientField,
+        first: Role = "discriminator",
+        n_critic: int = 1,
+    ):
+        require_roles(players, "alternating")
+        require_at_least("n_critic", n_critic, 1)
         super().__init__(players, optim, field)
-        self.order = tuple(order)
+        self.order = turns(first, n_critic)
 
     def play(self, game: Game) -> None:
         take_turns(game, self.order)
-
-
-@RULES.register("alternating")
-def alternating(
-    players: dict[str, nn.Module],
-    optim: OptimConfig,
-    field: GradientField,
-    first: Role = "discriminator",
-    n_critic: int = 1,
-) -> Alternating:
-    """Alternating gradient steps: ``n_critic`` discriminator steps (each after the first on a fresh batch) per
-    generator step, the discriminator first by default; any per-player optimizer."""
-    require_roles(players, "alternating")
-    require_at_least("n_critic", n_critic, 1)
-    return Alternating(players, optim, field, turns(first, n_critic))
 
 
 # ------------------------------------------------------------------------------------------ ODE-GAN
@@ -286,22 +283,31 @@ def gradient_norm_penalty(weight: float) -> Penalty:
     return penalty
 
 
+@RULES.register("ode")
 class OdeStep(GameRule):
-    """One explicit Runge–Kutta step of the joint flow v̇ = F(v) with step h = each player's lr, then ODE-GAN's
-    regularizer −h·γ∇_φ‖∇_θ L_G‖² (evaluated at the step's start) as one extra Euler step on φ."""
+    """ODE-GAN (Qin et al. 2020): one explicit Runge–Kutta step (Euler, Heun or RK4) of the joint flow v̇ = F(v)
+    with step h = each player's lr (plain steps: optim.optimizer must be sgd), then the regularizer
+    −h·γ∇_φ‖∇_θ L_G‖², γ = ``regularizer`` (0.07 in the MoG notebook), evaluated at the step's start, as one extra
+    Euler step on φ. ``stages``: the stages reuse the step's batch and latents (same) or draw fresh ones;
+    ``integration``: both players together (joint) or each with the other frozen at the step's start
+    (frozen-other, the notebook's scheme)."""
 
     def __init__(
         self,
         players: dict[str, nn.Module],
         optim: OptimConfig,
         field: GradientField,
-        tableau: Tableau,
-        regularizer: float,
-        joint: bool,
-        stages: Stages,
+        method: Method = "rk4",
+        regularizer: float = 0.0,
+        stages: Stages = "same",
+        integration: Integration = "joint",
     ):
+        require_plain_steps({name: optim.for_player(name) for name in players}, "ode")
+        require_at_least("regularizer", regularizer, 0.0)
+        if regularizer > 0:
+            require_roles(players, "ode with a regularizer")
         super().__init__(players, optim, field)
-        self.tableau, self.joint, self.stages = tableau, joint, stages
+        self.tableau, self.joint, self.stages = TABLEAUS[method], integration == "joint", stages
         self.penalty = gradient_norm_penalty(regularizer) if regularizer > 0 else None
 
     def play(self, game: Game) -> None:
@@ -330,37 +336,20 @@ class OdeStep(GameRule):
         return field
 
 
-@RULES.register("ode")
-def ode(
-    players: dict[str, nn.Module],
-    optim: OptimConfig,
-    field: GradientField,
-    method: Method = "rk4",
-    regularizer: float = 0.0,
-    stages: Stages = "same",
-    integration: Integration = "joint",
-) -> OdeStep:
-    """ODE-GAN (Qin et al. 2020): Euler, Heun or RK4 on the joint field with plain steps of size lr (optim.optimizer
-    must be sgd), plus γ_ode = ``regularizer`` (0.07 in the MoG notebook). ``stages``: the stages reuse the step's
-    batch and latents (same) or draw fresh ones; ``integration``: both players together (joint) or each with the
-    other frozen at the step's start (frozen-other, the notebook's scheme)."""
-    require_plain_steps({name: optim.for_player(name) for name in players}, "ode")
-    require_at_least("regularizer", regularizer, 0.0)
-    if regularizer > 0:
-        require_roles(players, "ode with a regularizer")
-    return OdeStep(players, optim, field, TABLEAUS[method], regularizer, integration == "joint", stages)
-
-
 # ------------------------------------------------------------------------------------------ extragradient, optimistic
 
 
+@RULES.register("extragradient")
 class Extragradient(GameRule):
     """Look ahead one step, then step from the start along the gradients found there (Korpelevich; Gidel et al.).
+    ``stages``: the look-ahead gradient on the step's batch and latents (same) or fresh ones.
 
     Both half-steps go through each player's optimizer: plain SGD gives SPECS's v⁺ = v + hF(v + hF(v)), Adam gives
     Gidel et al.'s Extra-Adam (moments updated at both)."""
 
-    def __init__(self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, stages: Stages):
+    def __init__(
+        self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, stages: Stages = "same"
+    ):
         super().__init__(players, optim, field)
         self.stages = stages
 
@@ -375,17 +364,11 @@ class Extragradient(GameRule):
             game.update(p, ahead[p])
 
 
-@RULES.register("extragradient")
-def extragradient(
-    players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, stages: Stages = "same"
-) -> Extragradient:
-    """Extragradient; ``stages``: the look-ahead gradient on the step's batch and latents (same) or fresh ones."""
-    return Extragradient(players, optim, field, stages)
-
-
+@RULES.register("optimistic")
 class Optimistic(GameRule):
-    """Optimistic gradient (Daskalakis et al. 2018): step along 2∇L(v_k) − ∇L(v_{k−1}), one evaluation per step; the
-    previous gradients are state (the first step uses the current ones for both)."""
+    """Optimistic gradient (Daskalakis et al. 2018): step along 2∇L(v_k) − ∇L(v_{k−1}), one evaluation per step,
+    through each player's optimizer (plain SGD gives v⁺ = v + 2hF(v_k) − hF(v_{k−1})); the previous gradients are
+    state (the first step uses the current ones for both)."""
 
     memory_keys = ("previous",)
 
@@ -395,12 +378,6 @@ class Optimistic(GameRule):
         for p in game.players:
             game.update(p, [2 * g - q for g, q in zip(grads[p], previous[p], strict=True)])
         self.memory["previous"] = grads
-
-
-@RULES.register("optimistic")
-def optimistic(players: dict[str, nn.Module], optim: OptimConfig, field: GradientField) -> Optimistic:
-    """Optimistic gradient through each player's optimizer (plain SGD gives v⁺ = v + 2hF(v_k) − hF(v_{k−1}))."""
-    return Optimistic(players, optim, field)
 
 
 # ------------------------------------------------------------------------------------------ consensus
@@ -416,24 +393,18 @@ def consensus_penalty(gamma: float, players: Sequence[str]) -> Penalty:
     return penalty
 
 
+@RULES.register("consensus")
 class Consensus(GameRule):
-    """Consensus optimization (Mescheder et al. 2017): simultaneous steps along ∇L_p + γ∇_p ½‖F‖²."""
+    """Consensus optimization (Mescheder et al. 2017): simultaneous steps along ∇L_p + γ∇_p ½‖F‖², γ = ``gamma``
+    (≈ 10 in the paper's experiments, unverified), any optimizer."""
 
-    def __init__(self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, gamma: float):
+    def __init__(self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, gamma: float = 10.0):
+        require_at_least("gamma", gamma, 0.0)
         super().__init__(players, optim, field)
         self.gamma = gamma
 
     def play(self, game: Game) -> None:
         simultaneous(game, consensus_penalty(self.gamma, game.players))
-
-
-@RULES.register("consensus")
-def consensus(
-    players: dict[str, nn.Module], optim: OptimConfig, field: GradientField, gamma: float = 10.0
-) -> Consensus:
-    """Consensus optimization with weight ``gamma`` (≈ 10 in the paper's experiments, unverified), any optimizer."""
-    require_at_least("gamma", gamma, 0.0)
-    return Consensus(players, optim, field, gamma)
 
 
 # ------------------------------------------------------------------------------------------ discretization drift
@@ -479,21 +450,47 @@ def drift_penalty(coefficients: dict[str, tuple[float, float]]) -> Penalty | Non
     return penalty
 
 
+@RULES.register("drift")
 class DriftCorrected(GameRule):
-    """Simultaneous or alternating steps with the discretization-drift terms added to each player's gradient, each
-    scaled by a multiplier (−1 cancels a term, +1 doubles it), through each player's optimizer."""
+    """Explicit drift regularization (Rosca et al. 2021): simultaneous or alternating steps with the
+    discretization-drift terms added to each player's gradient, each scaled by a multiplier (−1 cancels a term, +1
+    doubles it), through each player's optimizer. ``correction`` presets the (self, interaction) multipliers of both
+    players — cancel-interaction (0, −1), cancel-all (−1, −1), none (0, 0: plain GD) — and ``<player>_self`` /
+    ``<player>_interaction`` override single ones. ``first`` (alternating only, default discriminator) picks who
+    moves first; ``form``: derived (default) or the reference code's coefficients."""
 
     def __init__(
         self,
         players: dict[str, nn.Module],
         optim: OptimConfig,
         field: GradientField,
-        multipliers: dict[str, tuple[float, float]],
-        order: Sequence[str] | None,
-        form: DriftForm,
+        updates: Updates = "simultaneous",
+        first: Role | None = None,
+        correction: DriftCorrection = "cancel-interaction",
+        discriminator_self: float | None = None,
+        discriminator_interaction: float | None = None,
+        generator_self: float | None = None,
+        generator_interaction: float | None = None,
+        form: DriftForm = "derived",
     ):
+        require_roles(players, "drift")
+        if updates == "simultaneous" and first is not None:
+            raise ValueError("first: only used with updates 'alternating'")
+        preset_self, preset_int = DRIFT_PRESETS[correction]
+        given = {
+            "discriminator": (discriminator_self, discriminator_interaction),
+            "generator": (generator_self, generator_interaction),
+        }
+        multipliers = {
+            p: (preset_self if s is None else s, preset_int if i is None else i) for p, (s, i) in given.items()
+        }
+        for p, values in multipliers.items():
+            for kind, value in zip(("self", "interaction"), values, strict=True):
+                if not math.isfinite(value):
+                    raise ValueError(f"{p}_{kind} must be a finite number, got {value}")
         super().__init__(players, optim, field)
-        self.multipliers, self.order, self.form = multipliers, order, form
+        self.multipliers, self.form = multipliers, form
+        self.order = None if updates == "simultaneous" else turns(first or "discriminator", 1)
 
     def play(self, game: Game) -> None:
         terms = drift_terms({p: game.lr(p) for p in game.players}, self.order, self.form)
@@ -505,38 +502,3 @@ class DriftCorrected(GameRule):
             simultaneous(game, drift_penalty(coefficients))
         else:
             take_turns(game, self.order, lambda p: drift_penalty({p: coefficients[p]}))
-
-
-@RULES.register("drift")
-def drift(
-    players: dict[str, nn.Module],
-    optim: OptimConfig,
-    field: GradientField,
-    updates: Updates = "simultaneous",
-    first: Role | None = None,
-    correction: DriftCorrection = "cancel-interaction",
-    discriminator_self: float | None = None,
-    discriminator_interaction: float | None = None,
-    generator_self: float | None = None,
-    generator_interaction: float | None = None,
-    form: DriftForm = "derived",
-) -> DriftCorrected:
-    """Explicit drift regularization (Rosca et al. 2021). ``correction`` presets the (self, interaction)
-    multipliers of both players — cancel-interaction (0, −1), cancel-all (−1, −1), none (0, 0: plain GD) — and
-    ``<player>_self`` / ``<player>_interaction`` override single ones. ``first`` (alternating only, default
-    discriminator) picks who moves first; ``form``: derived (default) or the reference code's coefficients."""
-    require_roles(players, "drift")
-    if updates == "simultaneous" and first is not None:
-        raise ValueError("first: only used with updates 'alternating'")
-    preset_self, preset_int = DRIFT_PRESETS[correction]
-    given = {
-        "discriminator": (discriminator_self, discriminator_interaction),
-        "generator": (generator_self, generator_interaction),
-    }
-    multipliers = {p: (preset_self if s is None else s, preset_int if i is None else i) for p, (s, i) in given.items()}
-    for p, values in multipliers.items():
-        for kind, value in zip(("self", "interaction"), values, strict=True):
-            if not math.isfinite(value):
-                raise ValueError(f"{p}_{kind} must be a finite number, got {value}")
-    order = None if updates == "simultaneous" else turns(first or "discriminator", 1)
-    return DriftCorrected(players, optim, field, multipliers, order, form)
