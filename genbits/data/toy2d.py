@@ -8,6 +8,7 @@ one batch, bit for bit. Labels travel with the points: mixture component, moon, 
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -159,12 +160,14 @@ def mog16(std: float = 0.02) -> GaussianMixture:
 
 
 @DATASETS.register("bimodal")
-def bimodal(separation: float = 4.0, std: float = 0.5, weight: float = 0.7) -> GaussianMixture:
-    """Two Gaussians at (∓separation/2, 0) weighted (weight, 1 − weight): reverse KL picks one of them."""
+def bimodal(separation: float = 4.0, std: float = 0.5, weight: float = 0.7, dim: Literal[1, 2] = 2) -> GaussianMixture:
+    """Two Gaussians at (∓separation/2, 0) weighted (weight, 1 − weight): reverse KL picks one of them.
+    ``dim=1``: the x-marginal, on the line (the divergence lab fits it in 1-D too)."""
     _positive("separation", separation)
     require(0 < weight < 1, f"weight must be in (0, 1), got {weight}")
     half = separation / 2
-    return GaussianMixture(torch.tensor([[-half, 0.0], [half, 0.0]]), std, torch.tensor([weight, 1 - weight]))
+    centres = torch.tensor([[-half, 0.0], [half, 0.0]])[:, :dim]
+    return GaussianMixture(centres, std, torch.tensor([weight, 1 - weight]))
 
 
 @DATASETS.register("moons")

@@ -13,10 +13,12 @@ from genbits.registry import MODELS
 
 
 class Gaussian(nn.Module):
-    def __init__(self, dim: int, full_covariance: bool = True):
+    def __init__(self, dim: int, full_covariance: bool = True, init_scale: float = 0.0):
         super().__init__()
         self.dim, self.full_covariance = dim, full_covariance
         self.mean = nn.Parameter(torch.zeros(dim))
+        if init_scale:  # off the symmetric point: which mode reverse KL picks then depends on the seed
+            nn.init.normal_(self.mean, std=init_scale)
         self.log_diag = nn.Parameter(torch.zeros(dim))
         self.off_diag = nn.Parameter(torch.zeros(dim * (dim - 1) // 2)) if full_covariance else None
         self.register_buffer("tril_index", torch.tril_indices(dim, dim, offset=-1), persistent=False)
@@ -50,7 +52,10 @@ class Gaussian(nn.Module):
 
 
 @MODELS.register("gaussian")
-def gaussian(event_shape: tuple[int, ...], full_covariance: bool = True) -> Gaussian:
+def gaussian(event_shape: tuple[int, ...], full_covariance: bool = True, init_scale: float = 0.0) -> Gaussian:
+    """``init_scale`` > 0: the mean starts at init_scale·N(0, I) (drawn from the seeded global RNG), not at 0."""
     if len(event_shape) != 1:
         raise ValueError(f"the Gaussian model takes vectors; this dataset has event shape {event_shape}")
-    return Gaussian(event_shape[0], full_covariance)
+    if not init_scale >= 0:
+        raise ValueError(f"init_scale must be >= 0, got {init_scale}")
+    return Gaussian(event_shape[0], full_covariance, init_scale)
