@@ -56,6 +56,8 @@ BAD = [
     (["optim.lr=fast"], "optim.lr", "not a number"),
     (["train.device=tpu"], "train.device", "'cpu'"),
     (["train.precision=fp8"], "train.precision", "'bf16'"),
+    (["train.precision=float64"], "train.precision", "'fp64'"),
+    (["train.sample_every=-1"], "train.sample_every", ">= 0"),
     (["optim.optimizer=adamm"], "optim.optimizer", "did you mean 'adam'"),
     (["optim.betas=0.9"], "optim.betas", "not a list"),
     (["optim.betas=0.9,0.99,0.1"], "optim.betas", "exactly 2"),
@@ -99,6 +101,11 @@ def test_bad_files(tmp_path):
     scalar.write_text("42\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(scalar)
+
+
+def test_sample_every_null_means_no_plots_and_keeps_the_hash_of_plain_values():
+    assert load_config("flow-ring", ["train.sample_every=null"]).train.sample_every is None
+    assert load_config("flow-ring", ["train.sample_every=500"]).hash() == load_config("flow-ring").hash()
 
 
 def test_a_budget_of_samples_sets_the_steps():
