@@ -2,7 +2,10 @@
 
 Every family runs through ``train``; what differs between them lives in the model, the objective and the update
 rule. A run directory that already holds a run is resumed from its newest valid checkpoint and continues exactly
-as if it had never stopped.
+as if it had never stopped (``train/state.py``: what a checkpoint holds, the NaN policy). Before each step a
+progress-aware objective (``objectives.base.Objective``) is told ``Progress(step, train.steps)``. The exceptions
+that keep loops of their own: the feature-classifier trainer (``metrics/feature_training.py``, a fixed supervised
+recipe whose product is a weights file, not a run) and the Dirac-GAN's trajectories (a rule's raw steps, recorded).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ def catching_signals() -> Iterator[StopRequest]:
 
 def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainResult:
     """Train (or resume) the run in ``run_dir``; returns where it stopped."""
-    cfg = config.train
+    cfg = config.train  # set up: devices, processes, the parts, the rule, the stream, EMA, checkpoints
     device = resolve_device(cfg.device)
     distributed.init_from_env(device)
     main = distributed.is_main()
@@ -102,7 +105,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     ema = EMA(model, cfg.ema_decay)
     checkpoints = Checkpointer(run, config.hash(), cfg.keep_checkpoints, model, ema, rule, stream, field)
 
-    step = checkpoints.resume(cfg.steps) if resuming else None
+    step = checkpoints.resume(cfg.steps) if resuming else None  # resume, or initialise a fresh run
     if step == cfg.steps:
         return TrainResult(run.path, step, last=(run.metrics() or [None])[-1], already_finished=True)
     if step is None:
@@ -117,7 +120,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     elif main:
         run.write_config(config)  # train.steps may have been raised
 
-    nan = NanPolicy(cfg, checkpoints, rule)
+    nan = NanPolicy(cfg, checkpoints, rule)  # the loop
     record: dict[str, float] | None = None
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), desc=run.path.name, dynamic_ncols=True)
