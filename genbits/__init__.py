@@ -7,7 +7,7 @@ run = load_run("runs/ring")          # config, model (EMA weights), metrics
 """
 
 from genbits.config import Config, load_config
-from genbits.run import Run, load_run
+from genbits.runs import Run, load_run
 
 __version__ = "0.1.0"
 

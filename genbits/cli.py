@@ -348,8 +348,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from genbits.models.base import balanced_labels, device_of, num_classes_of
-    from genbits.plots import plot_samples
-    from genbits.run import load_run
+    from genbits.runs import load_run
+    from genbits.runs.plots import plot_samples
     from genbits.train.rundir import RunDir
 
     RunDir(args.run_dir).require()
@@ -371,8 +371,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from genbits.evaluate import evaluate, write_eval
-    from genbits.run import load_run
+    from genbits.runs import load_run
+    from genbits.runs.evaluate import evaluate, write_eval
 
     if args.n is not None and args.n < 2:
         raise ConfigError(f"-n: {args.n} must be >= 2")
@@ -411,9 +411,9 @@ def cmd_features(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from genbits.report import write_report
-    from genbits.sweep import is_sweep
-    from genbits.sweep_report import write_sweep_report
+    from genbits.runs.report import write_report
+    from genbits.sweeps.report import write_sweep_report
+    from genbits.sweeps.sweep import is_sweep
 
     write = write_sweep_report if is_sweep(args.run_dir) else write_report
     print(f"wrote {write(args.run_dir)}")
@@ -421,7 +421,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from genbits.sweep import Rules, run_sweep
+    from genbits.sweeps.sweep import OutcomeRules, run_sweep
 
     sweep_dir = run_directory(args.run_dir or Path("runs") / f"{Path(args.config).stem}-sweep")
     result = run_sweep(
@@ -434,7 +434,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         workers=args.workers,
         threads=args.threads,
         address=args.address,
-        rules=Rules(args.loss_key, args.tail, args.stall, args.explode),
+        rules=OutcomeRules(args.loss_key, args.tail, args.stall, args.explode),
         progress=not args.no_progress,
     )
     counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(result.counts().items()))
@@ -448,9 +448,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from genbits.config import load_config
-    from genbits.evaluate import evaluate, write_eval
-    from genbits.report import write_report
-    from genbits.run import load_run
+    from genbits.runs import load_run
+    from genbits.runs.evaluate import evaluate, write_eval
+    from genbits.runs.report import write_report
     from genbits.train.loop import train
 
     overrides = [] if args.steps is None else [f"train.steps={args.steps}"]
@@ -484,7 +484,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_experiment(args: argparse.Namespace) -> int:
     from genbits.experiments import EXPERIMENTS
     from genbits.registry import closest
-    from genbits.report import write_experiment_report
+    from genbits.runs.report import write_experiment_report
 
     if args.name not in EXPERIMENTS:
         raise ConfigError(

@@ -421,14 +421,14 @@ def test_adversarial_objectives_return_both_players_losses(name: str, options: d
     model = TinyGan()
     objective = OBJECTIVES.build(name, options, dataset=None)
     out = objective(model, Batch(torch.randn(8, 3)))
-    assert set(out.losses) == {"generator", "discriminator"}
-    assert all(loss.shape == () and torch.isfinite(loss) for loss in out.losses.values())
+    assert set(out.per_player) == {"generator", "discriminator"}
+    assert all(loss.shape == () and torch.isfinite(loss) for loss in out.per_player.values())
     assert {"d_real", "d_fake"} <= set(out.metrics)
     for key in ("gradient_penalty", "r1", "r2"):
         assert (key in out.metrics) == (float(options.get(key, 0)) > 0)
     # each player's loss reaches its own parameters through the one graph
     for player, module in model.players().items():
-        grads_ = torch.autograd.grad(out.losses[player], list(module.parameters()), retain_graph=True)
+        grads_ = torch.autograd.grad(out.per_player[player], list(module.parameters()), retain_graph=True)
         assert any(g.abs().sum() > 0 for g in grads_)
     assert all(math.isfinite(v) for v in out.scalars().values())
 
@@ -442,7 +442,7 @@ def critic_values_and_losses(name: str, options: dict) -> tuple[Tensor, Tensor, 
     return (
         out.metrics["d_real"],
         out.metrics["d_fake"],
-        torch.stack([out.losses["discriminator"], out.losses["generator"]]),
+        torch.stack([out.per_player["discriminator"], out.per_player["generator"]]),
     )
 
 
@@ -466,7 +466,7 @@ def test_each_objective_plays_its_game(name: str, options: dict, reference) -> N
     torch.manual_seed(1)
     out = OBJECTIVES.build(name, options, dataset=None)(model, batch)
     expected = torch.stack(reference(d_real, d_fake))
-    assert torch.equal(torch.stack([out.losses["discriminator"], out.losses["generator"]]), expected)
+    assert torch.equal(torch.stack([out.per_player["discriminator"], out.per_player["generator"]]), expected)
 
 
 @pytest.mark.parametrize(
@@ -492,8 +492,10 @@ def test_gan_objective_adds_penalties_to_the_discriminator_only() -> None:
     plain = OBJECTIVES.build("gan", {}, dataset=None)(model, batch)
     torch.manual_seed(1)
     penalized = OBJECTIVES.build("gan", {"r1": 4.0}, dataset=None)(model, batch)
-    assert torch.allclose(penalized.losses["generator"], plain.losses["generator"])
-    assert torch.allclose(penalized.losses["discriminator"], plain.losses["discriminator"] + penalized.metrics["r1"])
+    assert torch.allclose(penalized.per_player["generator"], plain.per_player["generator"])
+    assert torch.allclose(
+        penalized.per_player["discriminator"], plain.per_player["discriminator"] + penalized.metrics["r1"]
+    )
 
 
 @pytest.mark.parametrize(

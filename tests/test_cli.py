@@ -141,9 +141,9 @@ def test_one_checkpoint_evaluated_three_ways_keeps_three_results(tmp_path, capsy
     without a refusal; sample metrics of each are kept apart, nll (which draws no samples) once at the top."""
     import torch
 
-    from genbits.evaluate import test_batch
     from genbits.metrics.fid import fid
-    from genbits.run import load_run
+    from genbits.runs import load_run
+    from genbits.runs.evaluate import test_batch
 
     monkeypatch.setenv("GENBITS_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
@@ -179,13 +179,17 @@ def test_one_checkpoint_evaluated_three_ways_keeps_three_results(tmp_path, capsy
     capsys.readouterr()
     assert main([*train_argv, str(run), "--no-progress"]) == 0  # the run is unchanged: nothing to refuse
     assert "already finished at step 40" in capsys.readouterr().out
+    assert main(["report", str(run)]) == 0  # the report shows each way of sampling as its own table
+    page = (run / "report.html").read_text()
+    assert "sampled with temperature=0.5" in page and "sampled with temperature=0.8" in page
+    assert f"<th>fid</th><td>{fids[1]:.4f}</td>" in page
 
 
 def test_class_conditional_sampling(tmp_path, capsys):
     """--class K draws every sample with label K from a conditional model; a class out of range is one line."""
     import torch
 
-    from genbits.run import load_run
+    from genbits.runs import load_run
 
     run = tmp_path / "gan"
     overrides = ["model.conditioning=concat", "train.steps=3", "train.sample_every=0", "train.checkpoint_every=3"]

@@ -160,7 +160,7 @@ def test_the_quadrature_objective_is_the_divergence_of_the_grid_masses():
     config = lab.fit_config("flow", "2-D", "W1", seed=0, steps=1)
     parts = build_parts(config)
     grid, target = GRIDS["2-D"], lab.targets()["2-D"]
-    loss = parts.objective(parts.model, None).losses["model"]
+    loss = parts.objective(parts.model, None).per_player["model"]
     direct = quad.SlicedWasserstein1(grid)(masses(grid, target), grid.log_masses(parts.model.log_prob))
     assert loss.dtype == torch.float64 and torch.equal(loss, direct)
     assert torch.equal(target.centres, bimodal().centres) and bimodal(dim=1).event_shape == (1,)

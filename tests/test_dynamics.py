@@ -9,7 +9,7 @@ from torch import nn
 
 from genbits import load_config
 from genbits.metrics.dynamics import Dynamics, matrix_view, power_iteration
-from genbits.plots import plot_dynamics
+from genbits.runs.plots import plot_dynamics
 from genbits.train import checkpoint, train
 from genbits.train.rundir import RunDir
 

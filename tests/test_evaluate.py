@@ -8,7 +8,7 @@ import torch
 from genbits import load_config, load_run
 from genbits.data.base import dequantize
 from genbits.errors import ConfigError
-from genbits.evaluate import evaluate
+from genbits.runs.evaluate import evaluate
 from genbits.train import train
 
 
@@ -58,9 +58,9 @@ def test_sample_metrics_on_digits_with_a_cached_reference(digits_run, tmp_path, 
 def test_fid_of_the_test_split_against_itself_is_zero(digits_run, tmp_path, monkeypatch):
     """The reference pipeline and the sample pipeline are the same function: real data as 'samples' gives FID 0."""
     monkeypatch.setenv("GENBITS_CACHE", str(tmp_path))
-    from genbits.evaluate import reference_features, test_batch
     from genbits.metrics import fid
     from genbits.metrics.extractors import extractor
+    from genbits.runs.evaluate import reference_features, test_batch
 
     features = extractor("digits")
     real = reference_features(digits_run, features, 297)

@@ -35,12 +35,12 @@ def test_each_player_gets_the_gradient_of_its_own_loss():
     field = GradientField(model, game, model.players())
     batch = Batch(torch.randn(16, 1))
     grads, _ = field(batch)
-    losses = game(model, batch).losses
+    losses = game(model, batch).per_player
     (ref_a,) = torch.autograd.grad(losses["a"], model.a.weight, retain_graph=True)
     (ref_b,) = torch.autograd.grad(losses["b"], model.b.weight)
     torch.testing.assert_close(grads["a"][0], ref_a)
     torch.testing.assert_close(grads["b"][0], ref_b)
-    assert not torch.allclose(ref_a, torch.autograd.grad(game(model, batch).losses["b"], model.a.weight)[0])
+    assert not torch.allclose(ref_a, torch.autograd.grad(game(model, batch).per_player["b"], model.a.weight)[0])
 
 
 def test_layer_state_moves_only_when_asked():
@@ -92,7 +92,7 @@ def test_gd_rule_equals_a_hand_written_adam_step():
     for _ in range(3):
         rule.step(Batches(Batch(x), lambda: None))
         opt.zero_grad()
-        loss(ref, Batch(x)).losses["model"].backward()
+        loss(ref, Batch(x)).per_player["model"].backward()
         opt.step()
     for p, q in zip(w.parameters(), ref.parameters(), strict=True):
         assert torch.equal(p, q)

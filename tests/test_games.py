@@ -26,8 +26,8 @@ from genbits.optim.integrators import RK4, TABLEAUS, step
 from genbits.optim.linear_analysis import spectral_radius, step_jacobian
 from genbits.optim.rules import Batches
 from genbits.registry import RULES
-from genbits.run import RunDir
 from genbits.train import checkpoint, train
+from genbits.train.rundir import RunDir
 
 F64 = torch.float64
 C = 0.5  # f'(0) = σ(0) for the logistic losses: the field's Jacobian at the equilibrium has eigenvalues ±iC
@@ -444,7 +444,11 @@ def test_option_types_are_checked_when_the_config_loads(rule, match):
         ({"name": "ode"}, {"optimizer": "adam"}, r"optim\.rule \(ode\).*optim\.optimizer=sgd.*optimizer=adam"),
         ({"name": "ode", "regularizer": -1}, {}, r"optim\.rule \(ode\): regularizer must be"),
         ({"name": "consensus", "gamma": -1}, {}, r"optim\.rule \(consensus\): gamma must be"),
-        ({"name": "drift", "first": "generator"}, {}, r"optim\.rule \(drift\): first: only used with .*alternating"),
+        (
+            {"name": "drift", "first": "generator"},
+            {},
+            r"optim\.rule\.first: the order is part of updates now: .*alternating-generator-first",
+        ),
     ],
 )
 def test_option_values_are_checked_when_the_rule_is_built(tmp_path, rule, optim, match):
@@ -484,3 +488,20 @@ def test_game_rules_under_torchrun_match_one_process(tmp_path, rule):
     a, b = final_state(tmp_path / "ddp")["model"], final_state(tmp_path / "one")["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7, msg=k)
+
+
+@pytest.mark.parametrize(
+    "updates,first", [("alternating", "discriminator"), ("alternating-generator-first", "generator")]
+)
+def test_drift_without_correction_alternates_in_the_order_its_updates_name(updates, first):
+    """drift with correction none is plain alternating GD: the same step as ``alternating`` with that player first."""
+    ends = []
+    for rule, options in [("drift", {"updates": updates, "correction": "none"}), ("alternating", {"first": first})]:
+        model, _, built = build(rule, options, 0.3)
+        built.step(Batches(data_batch(), data_batch))
+        ends.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(ends[0], ends[1])
+    other, _, built = build("drift", {"updates": "alternating", "correction": "none"}, 0.3)
+    if first == "generator":  # and the order matters: discriminator-first lands elsewhere
+        built.step(Batches(data_batch(), data_batch))
+        assert not torch.equal(torch.cat([p.detach().flatten() for p in other.parameters()]), ends[0])

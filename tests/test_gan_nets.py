@@ -118,7 +118,7 @@ def test_every_network_builds_trains_and_round_trips(arch, shape, norm, conditio
     model = gan(shape, num_classes=3, arch=arch, width=8, d_norm=norm, conditioning=conditioning)
     x = torch.rand(6, *shape)
     y = torch.randint(0, 3, (6,))
-    losses = gan_objective()(model, Batch(x, y)).losses
+    losses = gan_objective()(model, Batch(x, y)).per_player
     for player, module in model.players().items():
         params = [p for p in module.parameters()]
         grads = torch.autograd.grad(losses[player], params, allow_unused=True, retain_graph=True)

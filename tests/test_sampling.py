@@ -10,7 +10,6 @@ import torch
 from torch import Tensor
 
 from genbits.errors import ConfigError
-from genbits.evaluate import model_samples
 from genbits.models.base import (
     Conditional,
     Density,
@@ -26,6 +25,7 @@ from genbits.models.dirac import dirac_gan
 from genbits.models.flows import flow
 from genbits.models.gan import gan
 from genbits.models.gaussian import Gaussian
+from genbits.runs.evaluate import model_samples
 
 
 def trained_looking_gaussian(seed: int = 0) -> Gaussian:
@@ -156,7 +156,7 @@ class Recorder:
 def test_model_samples_give_a_conditional_model_balanced_labels_and_the_options() -> None:
     model = Recorder()
     assert isinstance(model, Conditional) and isinstance(model, Generative)
-    run = SimpleNamespace(model=model, dataset=SimpleNamespace())
+    run = SimpleNamespace(model=model, dataset=SimpleNamespace(levels=None))  # continuous data: no clipping
     labels = model_samples(run, 10, chunk=3, how={"temperature": 0.5})[:, 0].long()
     assert labels.tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
     assert model.calls == [{"temperature": 0.5}] * 4  # chunks of 3, 3, 3, 1

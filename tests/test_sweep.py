@@ -9,7 +9,7 @@ import pytest
 from genbits.cli import main
 from genbits.config import load_config
 from genbits.errors import ConfigError, GenbitsError
-from genbits.sweep import Rules, judge, parse_grid, run_sweep
+from genbits.sweeps.sweep import OutcomeRules, judge, parse_grid, run_sweep
 
 FAST = [
     "train.steps=30",
@@ -131,7 +131,7 @@ def test_grid_values_split_at_top_level_commas():
     ],
 )
 def test_outcome_rules(losses, outcome):
-    assert judge(losses, Rules(tail=0.3))["outcome"] == outcome
+    assert judge(losses, OutcomeRules(tail=0.3))["outcome"] == outcome
 
 
 def test_ray_executor_runs_the_same_jobs(tmp_path):

@@ -34,13 +34,14 @@ class Batch:
 class SampledDataset:
     """An infinite dataset drawn in code (the 2-D toys). Subclasses implement ``sample``.
 
-    ``log_prob`` is the true log-density where it is known (None otherwise); ``centres`` the true mode centres
-    where the data has modes (None otherwise).
+    ``log_prob`` is the true log-density where it is known (``has_log_prob`` says so); ``centres`` the true mode
+    centres where the data has modes (None otherwise); ``levels`` None: the data is continuous.
     """
 
     event_shape: tuple[int, ...] = (2,)
     num_classes: int | None = None
     centres: Tensor | None = None
+    levels: int | None = None
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         raise NotImplementedError
@@ -63,7 +64,11 @@ def dequantize(x: Tensor, levels: int, generator: torch.Generator | None = None)
 
 
 class TensorDataset:
-    """A finite dataset held in memory: images as floats in [0, 1] with ``levels`` grey levels."""
+    """A finite dataset held in memory: images as floats in [0, 1] with ``levels`` grey levels. Like the drawn
+    datasets it says what it knows: no true density, no mode centres."""
+
+    centres: Tensor | None = None
+    has_log_prob = False
 
     def __init__(self, x: Tensor, y: Tensor | None, levels: int, num_classes: int | None, name: str):
         if y is not None and len(y) != len(x):

@@ -41,8 +41,8 @@ from genbits.data.toy2d import GaussianMixture, bimodal  # noqa: E402
 from genbits.experiments.threads import one_thread  # noqa: E402
 from genbits.models.gaussian import Gaussian  # noqa: E402
 from genbits.objectives.quadrature import BANDWIDTHS, Divergence, Grid, divergence  # noqa: E402
-from genbits.plots import log_density_grid  # noqa: E402
-from genbits.run import load_run  # noqa: E402
+from genbits.runs import load_run  # noqa: E402
+from genbits.runs.plots import log_density_grid  # noqa: E402
 from genbits.train import train  # noqa: E402
 
 GRIDS = {"1-D": (((-8.0, 8.0),), (512,)), "2-D": (((-7.0, 7.0), (-4.0, 4.0)), (64, 37))}

@@ -25,7 +25,7 @@ from genbits.experiments.gan_images import (  # noqa: E402
     spread_cell,
     sweep,
 )
-from genbits.run import load_run  # noqa: E402
+from genbits.runs import load_run  # noqa: E402
 
 BETA1 = (0.0, 0.5, 0.9)
 BETA2 = 0.999

@@ -27,7 +27,7 @@ from genbits.experiments.gan_images import (  # noqa: E402
     spread_cell,
     sweep,
 )
-from genbits.run import load_run  # noqa: E402
+from genbits.runs import load_run  # noqa: E402
 
 BATCH_SIZES = (16, 64, 256, 512)
 Scores = dict[int, list[dict[str, float]]]  # batch size → one score dict per seed

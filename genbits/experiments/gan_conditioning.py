@@ -23,7 +23,6 @@ import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 
 from genbits.data import build_dataset  # noqa: E402
-from genbits.evaluate import DEFAULT_FEATURES  # noqa: E402
 from genbits.experiments.gan_images import (  # noqa: E402
     by_point,
     markdown_table,
@@ -43,8 +42,9 @@ from genbits.metrics.extractors import (  # noqa: E402
 )
 from genbits.metrics.feature_training import accuracy  # noqa: E402
 from genbits.metrics.fid import fid  # noqa: E402
-from genbits.plots import image_grid  # noqa: E402
-from genbits.run import Run, load_run  # noqa: E402
+from genbits.runs import Run, load_run  # noqa: E402
+from genbits.runs.evaluate import DEFAULT_FEATURES  # noqa: E402
+from genbits.runs.plots import image_grid  # noqa: E402
 
 VARIANTS = ("concat", "throughout")
 PER_CLASS = 500  # generated per class for intra-class FID and accuracy (vs the 1,000 test images per class)

@@ -20,11 +20,11 @@ import torch
 
 from genbits.config import load_config
 from genbits.errors import GenbitsError
-from genbits.evaluate import default_features, model_samples, reference_features
 from genbits.metrics.extractors import extractor
 from genbits.metrics.fid import fid, kid
-from genbits.run import Run
-from genbits.sweep import Rules, run_sweep
+from genbits.runs import Run
+from genbits.runs.evaluate import default_features, model_samples, reference_features
+from genbits.sweeps.sweep import OutcomeRules, run_sweep
 from genbits.train import checkpoint
 from genbits.train.rundir import RunDir
 
@@ -60,9 +60,9 @@ def size(full: bool, steps: int | None = None, cpu_steps: int | None = None) -> 
 def sweep(
     run_dir: Path, grid: dict[str, Sequence[str]], seeds: int, overrides: Sequence[str], progress: bool
 ) -> list[Row]:
-    """Every grid point × seed as one run of the preset, by ``genbits.sweep`` (resumable, ``WORKERS`` at a time) in
-    ``run_dir/sweep``; returns the sweep's rows, each with ``path``, the run directory, added. This process then
-    keeps the runs' ``train.threads`` for scoring them."""
+    """Every grid point × seed as one run of the preset, by ``genbits.sweeps.sweep`` (resumable, ``WORKERS`` at a
+    time) in ``run_dir/sweep``; returns the sweep's rows, each with ``path``, the run directory, added. This process
+    then keeps the runs' ``train.threads`` for scoring them."""
     sweep_dir = run_dir / "sweep"
     result = run_sweep(
         PRESET,
@@ -71,7 +71,7 @@ def sweep(
         seeds=seeds,
         overrides=list(overrides),
         workers=WORKERS,
-        rules=Rules(loss_key="loss/discriminator"),
+        rules=OutcomeRules(loss_key="loss/discriminator"),
         progress=progress,
     )
     if result.interrupted:

@@ -19,16 +19,7 @@ backward)):
 - drift-corrected SGD: ``drift``, simultaneous, cancel-interaction (multiplier −1 on both interaction terms,
   derived coefficients), plain SGD for both players, lr 0.1 (ring) / 0.05 (grid: 0.1 diverged).
 
-Tried in single-seed pilots before fixing these (modes captured / share high quality): on the ring, Adam 1e-3
-(width 128) reached 6/0.2–0.4 only after ~1750 steps, 2e-3 6/0.15 at 1500, 5e-3 7/0.3 from ~750 on. RK4 h = 0.1 (the
-notebook's, tuned for 30k steps) had 5–6 modes at ≤ 0.15 by 3000 steps, h = 0.2–0.3 got there by ~1100, h = 0.6 lost
-it again, h = 1 diverged; γ = 0.5 at h = 0.3 held 4–8 modes at ≤ 15% without the late collapse, γ = 2 diverged. Drift
-SGD at the reference rates (lr_D 1e-2, lr_G 5e-3, tuned for CIFAR) stayed collapsed on one or two modes for 3000
-steps; lr 0.05–0.1 reached a blurred ring after ~1500–2000 steps, 0.2 never left collapse. On the grid, Adam with
-equal rates (5e-4–5e-3, widths 64–256, depth 2–3, latent 2 or 16, generator batch norm, R1 γ 0.1–1, 3 critic steps)
-spread its samples over the square and then collapsed onto its border or a rectangle through the modes (≤ 6 modes
-by 3000 steps); the 4× faster critic was the best found (5–7 modes by 3500–5000 steps). RK4 h = 0.2 did about as
-well as 0.1 (4–6 modes at ≤ 6%), drift SGD at lr 0.02 learned nothing either.
+The single-seed pilots that fixed these settings are in ``docs/pilots.md`` (gan-mog).
 """
 
 from __future__ import annotations
@@ -49,10 +40,10 @@ from tqdm.auto import tqdm  # noqa: E402
 from genbits.config import Config, load_config  # noqa: E402
 from genbits.data import build_dataset  # noqa: E402
 from genbits.errors import TrainingDiverged  # noqa: E402
-from genbits.evaluate import evaluate, model_samples  # noqa: E402
 from genbits.experiments.threads import one_thread  # noqa: E402
-from genbits.parallel import cores, map_processes  # noqa: E402
-from genbits.run import Run, load_run  # noqa: E402
+from genbits.runs import Run, load_run  # noqa: E402
+from genbits.runs.evaluate import evaluate, model_samples  # noqa: E402
+from genbits.sweeps.parallel import cores, map_processes  # noqa: E402
 from genbits.train import checkpoint, train  # noqa: E402
 from genbits.train.parts import build_parts  # noqa: E402
 

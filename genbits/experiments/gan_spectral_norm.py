@@ -1,13 +1,13 @@
 """Spectral normalization widens the range of learning rates that train (the talk: SN "decreases learning rate
 sensitivity"): a sweep of Adam's learning rate × the critic's normalization (none, batch, spectral) × seeds.
 
-The sweep is ``genbits.sweep.run_sweep`` (resumable, one ordinary run per grid point and seed in ``sweep/``). A GAN's
-losses say little about its samples (a critic that wins outright has the lowest loss), so every finished run is
-scored by FID/KID on genbits' classifier features and the sweep's loss-based outcome is re-judged by FID: a run
-*trained* if its final FID is within ``TOLERANCE`` × the best grid point's median FID. The figure is the sweep
-stability plot (``genbits.sweep_report.plot_stability``) of final FID, with "converged" meaning trained; table.md
-adds per norm the ratio of the worst to the best median FID over the learning rates: the sensitivity itself,
-whatever the threshold.
+The sweep is ``genbits.sweeps.sweep.run_sweep`` (resumable, one ordinary run per grid point and seed in
+``sweep/``). A GAN's losses say little about its samples (a critic that wins outright has the lowest loss), so
+every finished run is scored by FID/KID on genbits' classifier features and the sweep's loss-based outcome is
+re-judged by FID: a run *trained* if its final FID is within ``TOLERANCE`` × the best grid point's median FID.
+The figure is the sweep stability plot (``genbits.sweeps.report.plot_stability``) of final FID, with "converged"
+meaning trained; table.md adds per norm the ratio of the worst to the best median FID over the learning rates: the
+sensitivity itself, whatever the threshold.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any
 
 from genbits.errors import GenbitsError
 from genbits.experiments.gan_images import Row, markdown_table, scores, size, spread_cell, sweep
-from genbits.run import load_run
-from genbits.sweep_report import plot_stability
+from genbits.runs import load_run
+from genbits.sweeps.report import plot_stability
 
 LEARNING_RATES = ("2e-3", "1e-2", "5e-2")  # pilots: no critic norm trains at 2e-2 and dies at 5e-2
 NORMS = ("none", "batch", "spectral")

@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genbits.config import load_config  # noqa: E402
-from genbits.plots import log_density_grid  # noqa: E402
-from genbits.run import load_run  # noqa: E402
+from genbits.runs import load_run  # noqa: E402
+from genbits.runs.plots import log_density_grid  # noqa: E402
 from genbits.train import train  # noqa: E402
 
 FORWARD, REVERSE = "forward KL (max. likelihood)", "reverse KL"

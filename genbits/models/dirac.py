@@ -1,4 +1,4 @@
-"""The Dirac-GAN (Mescheder et al. 2018, SPECS §1b): the smallest game that shows whether an update rule converges.
+"""The Dirac-GAN (Mescheder et al. 2018, Section 2): the smallest game that shows whether an update rule converges.
 
 The data is a point mass at 0 (``data: dirac``), the generator a point mass at θ, the discriminator D(x) = φᵀx.
 With the logistic GAN losses (``objective: gan``, minimax or non-saturating) the only equilibrium is θ = φ = 0,

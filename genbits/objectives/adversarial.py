@@ -87,7 +87,8 @@ def wasserstein_loss(d_real: Tensor, d_fake: Tensor) -> GameLosses:
 
 @dataclass(frozen=True)
 class FDivergence:
-    """One row of the f-GAN table (SPECS §6): D_f(P‖Q) = ∫ q f(p/q) ≥ sup_T E_P[T] − E_Q[f*(T)], T = g_f(V).
+    """One row of the f-GAN table (Nowozin et al. 2016, Table 2):
+    D_f(P‖Q) = ∫ q f(p/q) ≥ sup_T E_P[T] − E_Q[f*(T)], T = g_f(V).
 
     ``f`` is the convex generator (f(1) = 0 except the GAN row), ``activation`` g_f maps the critic's raw output V
     from ℝ into the domain of the convex conjugate ``conjugate`` f*, and ``conjugate_activation`` is f*∘g_f written

@@ -13,21 +13,22 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from genbits.data.base import Batch
+from genbits.models.base import Game
 
 
 @dataclass
 class Losses:
     """One loss per player (what its update minimizes) and detached scalars worth logging."""
 
-    losses: dict[str, Tensor]
+    per_player: dict[str, Tensor]
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
         """Everything loggable as plain floats: ``loss`` (single player) or ``loss/<player>``, plus metrics."""
-        if len(self.losses) == 1:
-            out = {"loss": float(next(iter(self.losses.values())).detach())}
+        if len(self.per_player) == 1:
+            out = {"loss": float(next(iter(self.per_player.values())).detach())}
         else:
-            out = {f"loss/{name}": float(loss.detach()) for name, loss in self.losses.items()}
+            out = {f"loss/{name}": float(loss.detach()) for name, loss in self.per_player.items()}
         out.update({k: float(v) for k, v in self.metrics.items()})
         return out
 
@@ -78,6 +79,5 @@ def ramp(progress: Progress, start: float = 0.0, end: float = 1.0) -> float:
 
 
 def players_of(model: nn.Module) -> dict[str, nn.Module]:
-    """The players of a model: ``model.players()`` for games (e.g. generator, discriminator), else one player."""
-    players = getattr(model, "players", None)
-    return players() if callable(players) else {"model": model}
+    """The players of a model: ``model.players()`` for a ``Game`` (e.g. generator, discriminator), else one."""
+    return model.players() if isinstance(model, Game) else {"model": model}

@@ -38,7 +38,7 @@ class ReverseKL:
     """
 
     def __init__(self, dataset: SampledDataset, samples: int = 0):
-        if not getattr(dataset, "has_log_prob", False):
+        if not dataset.has_log_prob:
             raise ValueError(f"reverse KL needs a dataset with a known density; {type(dataset).__name__} has none")
         if samples < 0:
             raise ValueError(f"samples must be >= 0 (0 uses the batch size), got {samples}")
@@ -52,7 +52,7 @@ class ReverseKL:
 
 @OBJECTIVES.register("likelihood")
 def likelihood(dataset: SampledDataset | TensorDataset) -> MaximumLikelihood:
-    return MaximumLikelihood(getattr(dataset, "levels", None))
+    return MaximumLikelihood(dataset.levels)
 
 
 @OBJECTIVES.register("reverse-kl")

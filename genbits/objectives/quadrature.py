@@ -190,7 +190,7 @@ def quadrature(
     dim = dataset.event_shape[0] if len(dataset.event_shape) == 1 else 0
     if dim not in (1, 2):
         raise ValueError(f"quadrature needs 1-D or 2-D data; this dataset has event shape {dataset.event_shape}")
-    if not getattr(dataset, "has_log_prob", False):
+    if not dataset.has_log_prob:
         raise ValueError(f"quadrature needs a dataset with a known density; {type(dataset).__name__} has none")
     if limits is None or len(limits) != dim or not all(lo < hi for lo, hi in limits):
         raise ValueError(f"limits: give {dim} pair(s) [low, high] with low < high, one per axis; got {limits}")

@@ -136,7 +136,7 @@ def non_finite(value: FieldValue) -> dict[str, list[str]]:
     """The names of the non-finite losses and penalties of an evaluation, by kind ('loss', 'penalty').
 
     One stacked check: a single device sync on a GPU, however many players and penalties."""
-    kinds = {"loss": value.losses.losses, "penalty": value.penalties}
+    kinds = {"loss": value.losses.per_player, "penalty": value.penalties}
     flat = [(kind, name, v) for kind, scalars in kinds.items() for name, v in scalars.items()]
     finite = torch.isfinite(torch.stack([v.detach().double().reshape(()) for *_, v in flat])).tolist()
     bad: dict[str, list[str]] = {kind: [] for kind in kinds}
@@ -207,4 +207,4 @@ class GradientField:
         autocast = torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
             out = self.objective(self.model, batch)
-        return FieldValue(*differentiate(out.losses, self.params, players, penalty, self.loss_scale), out)
+        return FieldValue(*differentiate(out.per_player, self.params, players, penalty, self.loss_scale), out)

@@ -1,11 +1,13 @@
-"""Game update rules: how the players of a game move through their joint gradient field (SPECS §1, §1b, §2).
+"""Game update rules: how the players of a game move through their joint gradient field: simultaneous and
+alternating gradient descent, Runge–Kutta integration of the game's ODE (Qin et al. 2020), the Dirac-GAN analysis
+(Mescheder et al. 2018) and the discretization-drift corrections of Rosca et al. (2021).
 
 Each rule is written once, as ``play(game)`` against the small ``Game`` protocol: take gradients at the current
 point, jump to a point, update one player. On the model (``FieldGame``, used in training) every evaluation goes
 through the GradientField — so it is all-reduced across processes, NaN-checked and counted — and every update
 through that player's own optimizer. On plain tensors (``genbits.optim.linear_analysis``) the same ``play`` is a
-differentiable function whose Jacobian is the rule's linearized update map. Gradients point uphill (∇L); the field
-of SPECS is F = −∇L.
+differentiable function whose Jacobian is the rule's linearized update map. Gradients point uphill (∇L); the vector
+field of the game's ODE is F = −∇L.
 
 Field evaluations per step (s = stages of the method: 1 Euler, 2 Heun, 4 RK4):
 
@@ -42,7 +44,7 @@ Role = Literal["discriminator", "generator"]
 Stages = Literal["same", "fresh"]
 Method = Literal["euler", "heun", "rk4"]
 Integration = Literal["joint", "frozen-other"]
-Updates = Literal["simultaneous", "alternating"]
+DriftUpdates = Literal["simultaneous", "alternating", "alternating-generator-first"]
 DriftCorrection = Literal["cancel-interaction", "cancel-all", "none"]
 DriftForm = Literal["derived", "code"]
 
@@ -344,7 +346,7 @@ class Extragradient(GameRule):
     """Look ahead one step, then step from the start along the gradients found there (Korpelevich; Gidel et al.).
     ``stages``: the look-ahead gradient on the step's batch and latents (same) or fresh ones.
 
-    Both half-steps go through each player's optimizer: plain SGD gives SPECS's v⁺ = v + hF(v + hF(v)), Adam gives
+    Both half-steps go through each player's optimizer: plain SGD gives v⁺ = v + hF(v + hF(v)), Adam gives
     Gidel et al.'s Extra-Adam (moments updated at both)."""
 
     def __init__(
@@ -420,10 +422,11 @@ class DriftTerms:
 
 
 def drift_terms(lr: dict[str, float], order: Sequence[str] | None, form: DriftForm) -> dict[str, DriftTerms]:
-    """The drift coefficients of GD with these learning rates (SPECS §2): ``order`` None for simultaneous updates,
-    else the alternating order. ``derived``: the interaction term scales with the *other* player's lr (local error
-    O(h³)) and flips sign for the second mover (−lr_first/2); ``code``: as in discretisation_drift's get_dd_coeffs,
-    the player's own lr, and −(lr_first − lr_own/2) for the second mover (O(h²) unless the lrs are equal)."""
+    """The drift coefficients of GD with these learning rates (Rosca et al. 2021): ``order`` None for simultaneous
+    updates, else the alternating order. ``derived``: the interaction term scales with the *other* player's lr
+    (local error O(h³)) and flips sign for the second mover (−lr_first/2); ``code``: as in discretisation_drift's
+    get_dd_coeffs, the player's own lr, and −(lr_first − lr_own/2) for the second mover (O(h²) unless the lrs are
+    equal)."""
 
     def interaction(p: str, q: str) -> float:
         if order is None or p == order[0]:
@@ -456,16 +459,15 @@ class DriftCorrected(GameRule):
     discretization-drift terms added to each player's gradient, each scaled by a multiplier (−1 cancels a term, +1
     doubles it), through each player's optimizer. ``correction`` presets the (self, interaction) multipliers of both
     players — cancel-interaction (0, −1), cancel-all (−1, −1), none (0, 0: plain GD) — and ``<player>_self`` /
-    ``<player>_interaction`` override single ones. ``first`` (alternating only, default discriminator) picks who
-    moves first; ``form``: derived (default) or the reference code's coefficients."""
+    ``<player>_interaction`` override single ones. ``updates``: simultaneous, alternating (the discriminator moves
+    first) or alternating-generator-first; ``form``: derived (default) or the reference code's coefficients."""
 
     def __init__(
         self,
         players: dict[str, nn.Module],
         optim: OptimConfig,
         field: GradientField,
-        updates: Updates = "simultaneous",
-        first: Role | None = None,
+        updates: DriftUpdates = "simultaneous",
         correction: DriftCorrection = "cancel-interaction",
         discriminator_self: float | None = None,
         discriminator_interaction: float | None = None,
@@ -474,8 +476,6 @@ class DriftCorrected(GameRule):
         form: DriftForm = "derived",
     ):
         require_roles(players, "drift")
-        if updates == "simultaneous" and first is not None:
-            raise ValueError("first: only used with updates 'alternating'")
         preset_self, preset_int = DRIFT_PRESETS[correction]
         given = {
             "discriminator": (discriminator_self, discriminator_interaction),
@@ -490,7 +490,8 @@ class DriftCorrected(GameRule):
                     raise ValueError(f"{p}_{kind} must be a finite number, got {value}")
         super().__init__(players, optim, field)
         self.multipliers, self.form = multipliers, form
-        self.order = None if updates == "simultaneous" else turns(first or "discriminator", 1)
+        first = "generator" if updates == "alternating-generator-first" else "discriminator"
+        self.order = None if updates == "simultaneous" else turns(first, 1)
 
     def play(self, game: Game) -> None:
         terms = drift_terms({p: game.lr(p) for p in game.players}, self.order, self.form)
@@ -502,3 +503,10 @@ class DriftCorrected(GameRule):
             simultaneous(game, drift_penalty(coefficients))
         else:
             take_turns(game, self.order, lambda p: drift_penalty({p: coefficients[p]}))
+
+
+RULES.retire(
+    "drift",
+    "first",
+    "the order is part of updates now: updates=alternating (discriminator first) or alternating-generator-first",
+)

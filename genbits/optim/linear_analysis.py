@@ -68,7 +68,7 @@ class FunctionalGame:
         here = {p: [x.clone() for x in xs] for p, xs in self.v.items()}
         params = {f"model.{n}": x for p, xs in here.items() for n, x in zip(self.names[p], xs, strict=True)}
         out = functional_call(self.module, params, (self.batch,))
-        grads, penalty_grads, _ = differentiate(out.losses, here, players, penalty, create_graph=True)
+        grads, penalty_grads, _ = differentiate(out.per_player, here, players, penalty, create_graph=True)
         return grads, penalty_grads
 
 

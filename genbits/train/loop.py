@@ -194,7 +194,7 @@ def initialize(
 
 def save_samples(model, ema: EMA, dataset, path: Path, generator: torch.Generator) -> None:
     """A sample plot with the EMA weights and its own generator, so training's random stream is untouched."""
-    from genbits.plots import plot_samples
+    from genbits.runs.plots import plot_samples
 
     was_training = model.training
     model.eval()

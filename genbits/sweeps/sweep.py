@@ -12,7 +12,7 @@ Every run is one call of ``run_job`` (a top-level function, so it pickles): a lo
 maps it over the runs. A run with a status.json is finished and skipped; any other run is started again and
 ``train`` resumes it from its newest checkpoint.
 
-Outcome of a run, from its logged training loss (``Rules``; L0 = the first logged loss, L = the mean of the last
+Outcome of a run, from its logged training loss (``OutcomeRules``; L0 = the first logged loss, L = the mean of the last
 10% of logged losses, scale = max(|L0|, 1) so that a loss near zero, e.g. an NLL crossing 0, is judged on an
 absolute scale):
 
@@ -21,7 +21,7 @@ absolute scale):
   converged  otherwise
 
 A diverged run is a result: it is recorded and the sweep goes on. Finished runs that did not diverge are evaluated
-(``genbits.evaluate``, which also writes their eval.json); their final metric is ``test_nll`` where the model has a
+(``genbits.runs.evaluate``, which also writes their eval.json); their final metric is ``test_nll`` where the model has a
 likelihood, else L.
 """
 
@@ -43,10 +43,10 @@ from tqdm.auto import tqdm
 
 from genbits.config import diff, load_config
 from genbits.errors import ConfigError, GenbitsError, TrainingDiverged
-from genbits.evaluate import evaluate, write_eval
 from genbits.models.base import Density
-from genbits.parallel import cores, map_processes
-from genbits.run import load_run
+from genbits.runs import load_run
+from genbits.runs.evaluate import evaluate, write_eval
+from genbits.sweeps.parallel import cores, map_processes
 from genbits.train.loop import train
 from genbits.train.rundir import RunDir
 
@@ -55,11 +55,11 @@ EXECUTORS = ("local", "ray")
 OUTCOMES = ("converged", "stalled", "diverged")
 
 # what one job gets: base config (plain mapping), overrides, run dir, torch threads, outcome rules
-Call = tuple[dict[str, Any], list[str], str, int, "Rules"]
+Call = tuple[dict[str, Any], list[str], str, int, "OutcomeRules"]
 
 
 @dataclass(frozen=True)
-class Rules:
+class OutcomeRules:
     """Thresholds that turn a loss curve into an outcome (see the module docstring); part of a sweep's identity."""
 
     loss_key: str = "loss"  # the logged metric judged; a game logs loss/<player>
@@ -105,7 +105,7 @@ class SweepResult:
 # ---- judging one run -------------------------------------------------------------------------------------------
 
 
-def judge(losses: Sequence[float], rules: Rules) -> dict[str, Any]:
+def judge(losses: Sequence[float], rules: OutcomeRules) -> dict[str, Any]:
     """Outcome, reason and the losses it rests on, by the rules of the module docstring."""
     initial = losses[0]
     tail = losses[-max(1, math.ceil(rules.tail * len(losses))) :]
@@ -154,14 +154,14 @@ def run_job(
     overrides: list[str],
     run_dir: str,
     threads: int = 0,
-    rules: Rules | None = None,
+    rules: OutcomeRules | None = None,
 ) -> dict[str, Any]:
     """Train (or resume), judge and evaluate one run, and write its status.json.
 
     One top-level function serves every executor, so the local pool and Ray run exactly the same thing.
     ``threads`` pins torch's intra-op threads outside the config, so changing --workers does not change a run.
     """
-    rules = rules or Rules()
+    rules = rules or OutcomeRules()
     start = time.perf_counter()
     if threads:
         torch.set_num_threads(threads)
@@ -385,14 +385,14 @@ def run_sweep(
     workers: int = 1,
     threads: int | None = None,
     address: str | None = None,
-    rules: Rules | None = None,
+    rules: OutcomeRules | None = None,
     progress: bool = True,
 ) -> SweepResult:
     """Validate every run's config, then run the unfinished ones; a diverged run is recorded, not raised.
 
     ``grid`` holds ``key=v1,v2`` texts (as ``--grid``), ``overrides`` ``key=value`` texts applied to every run.
     """
-    rules = rules or Rules()
+    rules = rules or OutcomeRules()
     rules.check()
     check_options(seeds, executor, workers, threads, address)
     base_config = load_config(source, overrides)

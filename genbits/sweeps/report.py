@@ -24,8 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import yaml  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
-from genbits.report import inline_png, page  # noqa: E402
-from genbits.sweep import collect, outcome_counts, read_spec, short_labels  # noqa: E402
+from genbits.runs.report import inline_png, page  # noqa: E402
+from genbits.sweeps.sweep import collect, outcome_counts, read_spec, short_labels  # noqa: E402
 
 Row = dict[str, Any]
 

@@ -6,7 +6,8 @@
 - ``fid``, ``kid``, ``pr``: sample quality on features of model samples vs held-out data (the test split, or fresh
   samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
   fingerprint (weights hash + preprocessing).
-- ``modes``: mode coverage of samples on mixtures with known centres (SPECS §7).
+- ``modes``: mode coverage of samples on mixtures with known centres (high-quality samples within 3 std
+  of a centre, as in Srivastava et al. 2017's VEEGAN protocol).
 
 What a model offers is asked of its contract (``genbits.models.base``: ``Density``, ``Generative``, ``Conditional``).
 Sampling options (``how``: temperature, sampler, steps, …) change only the sample metrics: results of the default
@@ -37,7 +38,7 @@ from genbits.metrics.fid import fid, kid, precision_recall
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
 from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
-from genbits.run import Run
+from genbits.runs import Run
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
@@ -57,14 +58,14 @@ def test_batch(run: Run, n: int) -> torch.Tensor:
 def default_metrics(run: Run) -> list[str]:
     """NLL for density models, sample metrics for the rest; mode coverage wherever the modes are known."""
     metrics = ["nll"] if isinstance(run.model, Density) else list(FEATURE_METRICS)
-    if getattr(run.dataset, "centres", None) is not None:
+    if run.dataset.centres is not None:
         metrics.append("modes")
     return metrics
 
 
 def default_features(run: Run) -> str:
     """genbits' own classifier for its image datasets; the raw coordinates for low-dimensional data."""
-    if getattr(run.dataset, "levels", None) is None:
+    if run.dataset.levels is None:
         return "raw"
     if run.config.data.name in DEFAULT_FEATURES:
         return DEFAULT_FEATURES[run.config.data.name]
@@ -77,7 +78,7 @@ def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
         raise ConfigError(f"metrics: 'nll' needs a density model; {type(run.model).__name__} has no log_prob")
     x = test_batch(run, n)
     result: dict[str, Any] = {"n": len(x)}
-    levels = getattr(run.dataset, "levels", None)
+    levels = run.dataset.levels
     if levels is not None:  # images: a bound on the discrete NLL through uniform dequantization
         x = dequantize(x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
     nll = torch.cat([-run.model.log_prob(chunk) for chunk in x.split(4096)])
@@ -87,7 +88,7 @@ def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
     result["test_nll"] = nll.mean().item()
     result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
-    if getattr(run.dataset, "has_log_prob", False):
+    if run.dataset.has_log_prob:
         true_nll = -run.dataset.log_prob(x)
         result["true_nll"] = true_nll.mean().item()
         result["gap"] = result["test_nll"] - result["true_nll"]  # ≈ KL(p* ‖ p_θ)
@@ -109,7 +110,7 @@ def model_samples(run: Run, n: int, seed: int = 0, chunk: int = 1000, how: Mappi
             for c in chunks
         ]
     )
-    return samples.clamp(0, 1) if getattr(run.dataset, "levels", None) is not None else samples
+    return samples.clamp(0, 1) if run.dataset.levels is not None else samples
 
 
 def cache_dir() -> Path:
@@ -156,7 +157,7 @@ def sample_metrics(
     samples = model_samples(run, n, how=how)
     result: dict[str, Any] = {"samples": len(samples)}
     if "modes" in metrics:
-        centres = getattr(run.dataset, "centres", None)
+        centres = run.dataset.centres
         if centres is None:
             raise ConfigError(f"metrics: 'modes' needs a mixture with known centres; {run.config.data.name} has none")
         result["modes"] = mode_coverage(samples, centres, run.dataset.std)

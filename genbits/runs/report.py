@@ -8,7 +8,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from genbits.plots import plot_dynamics, plot_metrics
+from genbits.runs.plots import plot_dynamics, plot_metrics
 from genbits.train.rundir import RunDir
 
 STYLE = (
@@ -30,6 +30,18 @@ def table(values: dict) -> str:
     return f"<table>{rows}</table>"
 
 
+def evaluation(results: dict) -> str:
+    """eval.json as tables: the default sampling's metrics first, then one table per other way of sampling
+    (``sampling[<key>]``: its options under ``how``, then its metrics)."""
+    others = results.get("sampling", {})
+    parts = ["<h2>Evaluation</h2>" + table({k: v for k, v in results.items() if k != "sampling"})]
+    for key, result in others.items():
+        options = {f"how: {k}": v for k, v in result.get("how", {}).items()}
+        metrics = {k: v for k, v in result.items() if k != "how"}
+        parts.append(f"<h3>sampled with {html.escape(key)}</h3>" + table(options | metrics))
+    return "".join(parts)
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Render loss curves, metrics, sample plots (first and last) and the resolved config into report.html."""
     run = RunDir(run_dir)
@@ -37,7 +49,7 @@ def write_report(run_dir: str | Path) -> Path:
     records = run.metrics()
     sections = [f"<h1>genbits run: {html.escape(run.path.name)}</h1>"]
     if (run.path / "eval.json").exists():
-        sections.append("<h2>Evaluation</h2>" + table(json.loads((run.path / "eval.json").read_text())))
+        sections.append(evaluation(json.loads((run.path / "eval.json").read_text())))
     last = [r for r in records if "event" not in r][-1:] or [{}]
     sections.append("<h2>Last logged step</h2>" + table(last[0]))
     with tempfile.TemporaryDirectory() as tmp:
