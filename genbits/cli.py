@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
+import os
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -97,8 +99,29 @@ EPILOG = {
         A diverged run is a result: the sweep records it and goes on. Finished runs of density models are
         evaluated; the report plots test_nll where every run has it, else L.
         """,
+    "config": """
+        examples:
+          genbits config flow-ring                                 # the preset, every default filled in
+          genbits config gan-ring --set optim.rule=ode --set optim.optimizer=sgd > my.yaml
+          genbits train my.yaml
+
+        Prints the resolved, validated config as YAML without training: preset ← file ← --set, with every
+        default filled in (the components' options included), so the file trains exactly that model.
+        """,
+    "runs": """
+        example:
+          genbits runs runs/                                       # every run below runs/, one line each
+
+        Columns: the run's directory, data / model / objective, the step of its newest checkpoint out of
+        train.steps, its status (finished, unfinished; a sweep's outcome where it has one), the last logged loss
+        and, where eval.json has them, test NLL (nats) and FID.
+        """,
     "demo": "Trains the flow-ring preset (about a minute on a laptop CPU), evaluates it and writes the report.",
-    "list": "Lists the presets and every registered component with its options.",
+    "list": """
+        Presets, experiments and every registered component with its options: name=default, and the allowed
+        values where they are a fixed set. Components are chosen in a config by name, e.g. --set model.name=gan
+        --set model.d_norm=spectral; sampling options are given to genbits sample / eval (--temperature, ...).
+        """,
     "experiment": """
         experiments:
           mode-seeking   forward vs reverse KL on a 0.7/0.3 mixture with one flow, 5 seeds: mass per mode and a
@@ -212,6 +235,21 @@ def run_directory(path: Path) -> Path:
     return path
 
 
+class VersionAction(argparse.Action):
+    """``--version``: the package version and, from a git checkout, the commit (looked up only when asked)."""
+
+    def __init__(self, option_strings: list[str], dest: str, help: str | None = None):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> NoReturn:
+        from genbits import __version__
+        from genbits.train.rundir import git_revision
+
+        revision = git_revision()
+        print(f"genbits {__version__}" + (f" (git {revision[:12]})" if revision else ""))
+        parser.exit(0)
+
+
 def add_overrides(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help)
 
@@ -222,6 +260,7 @@ def parser() -> argparse.ArgumentParser:
         description="Train, sample and evaluate generative models: objective × model × update rule.",
         epilog="Run `genbits COMMAND --help` for examples. Start with `genbits demo`.",
     )
+    top.add_argument("--version", action=VersionAction, help="print genbits' version and git revision")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -237,7 +276,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="a preset name (see `genbits list`) or a YAML file")
     add_overrides(p, "override a config field, e.g. --set optim.lr=3e-4 (repeatable)")
     p.add_argument("--run-dir", type=Path, help="where the run lives (default: runs/<preset or file name>)")
+    p.add_argument("--eval", action="store_true", help="then evaluate it (default metrics) and write report.html")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
+
+    p = command("config", "print the resolved, validated config of a preset or YAML file (no training)")
+    p.add_argument("config", help="a preset name (see `genbits list`) or a YAML file")
+    add_overrides(p, "override a config field, e.g. --set optim.lr=3e-4 (repeatable)")
+
+    p = command("runs", "list the runs under a folder: config, step, status, key metrics")
+    p.add_argument("folder", type=Path, nargs="?", default=Path("runs"), help="default: runs")
 
     p = command("sample", "draw samples from a trained run (EMA weights)")
     p.add_argument("run_dir", type=Path)
@@ -304,8 +351,9 @@ def parser() -> argparse.ArgumentParser:
     p = command("demo", "train a flow on the 8-Gaussian ring, evaluate it and write the report")
     p.add_argument("--run-dir", type=Path, default=Path("runs/demo"))
     p.add_argument("--steps", type=count, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
-    command("list", "list presets and registered components")
+    command("list", "list presets, experiments and registered components with their options")
 
     p = command("experiment", "run a case study of the talk: figure + table in a run directory")
     p.add_argument("name", help="the experiment (see below)")
@@ -340,6 +388,46 @@ def cmd_train(args: argparse.Namespace) -> int:
         )
         return 128 + result.interrupted_by
     print(f"trained {result.step} steps → {result.run_dir}")
+    if args.eval:
+        evaluate_and_report(run_dir, progress=not args.no_progress)
+    return 0
+
+
+def evaluate_and_report(run_dir: Path, progress: bool) -> dict[str, Any]:
+    """The default evaluation of a trained run into eval.json, printed, and its report.html."""
+    from genbits.runs import load_run
+    from genbits.runs.evaluate import evaluate, write_eval
+    from genbits.runs.report import write_report
+
+    run = load_run(run_dir)
+    result = evaluate(run, progress=progress)
+    write_eval(run, result)
+    print_table(result)
+    print(f"report: {write_report(run_dir)}")
+    return result
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from genbits.config import load_config
+    from genbits.runs.listing import with_defaults
+
+    print(with_defaults(load_config(args.config, args.overrides)).to_yaml(), end="")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from genbits.runs.listing import run_rows
+
+    if not args.folder.is_dir():
+        raise ConfigError(f"{args.folder} is not a folder; give the folder that holds the runs, e.g. runs")
+    rows = run_rows(args.folder)
+    if not rows:
+        print(f"no runs under {args.folder}")
+        return 0
+    header = list(rows[0])
+    widths = [max(len(h), *(len(r[h]) for r in rows)) for h in header]
+    for line in [dict(zip(header, header, strict=True)), *rows]:
+        print("  ".join(line[h].ljust(w) for h, w in zip(header, widths, strict=True)).rstrip())
     return 0
 
 
@@ -448,36 +536,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from genbits.config import load_config
-    from genbits.runs import load_run
-    from genbits.runs.evaluate import evaluate, write_eval
-    from genbits.runs.report import write_report
     from genbits.train.loop import train
 
     overrides = [] if args.steps is None else [f"train.steps={args.steps}"]
-    train(load_config("flow-ring", overrides), run_directory(args.run_dir))
-    run = load_run(args.run_dir)
-    result = evaluate(run)
-    write_eval(run, result)
-    report = write_report(args.run_dir)
+    train(load_config("flow-ring", overrides), run_directory(args.run_dir), progress=not args.no_progress)
+    result = evaluate_and_report(args.run_dir, progress=not args.no_progress)
     print(f"test NLL {result['test_nll']:.3f} nats (truth {result['true_nll']:.3f}, gap {result['gap']:.3f})")
-    print(f"report: {report}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import genbits.components  # noqa: F401
-    from genbits.config import COMPONENT_TABLES, presets
-    from genbits.registry import describe
+    from genbits.runs.listing import catalogue
 
-    print("presets:", ", ".join(presets()))
-    for where, table in COMPONENT_TABLES.items():
-        print(f"\n{where}:")
-        for name in table.names():
-            options = ", ".join(
-                f"{k}={p.default!r}" if p.default is not p.empty else f"{k}: {describe(p.annotation)}"
-                for k, p in table.options(name).items()
-            )
-            print(f"  {name:<18} {options}")
+    for heading, entries in catalogue().items():
+        print(f"{heading}:")
+        for name, text in entries:
+            print(f"  {name:<18} {text}".rstrip())
+        print()
     return 0
 
 
@@ -494,15 +569,29 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     experiment = EXPERIMENTS[args.name]
     seeds = {} if args.seeds is None else {"seeds": args.seeds}
     results = experiment.run(run_dir, **seeds, steps=args.steps, progress=not args.no_progress, full=args.full)
-    print(json.dumps(results, indent=2))
+    tables = sorted(run_dir.glob("*.md"))
+    print("\n".join(t.read_text().rstrip() for t in tables) if tables else f"results: {run_dir / 'results.json'}")
+    if "verdict" in results:
+        print(f"verdict: {results['verdict']}")
     print(f"figures and tables in {run_dir}; report: {write_experiment_report(run_dir, args.name)}")
     return 0
 
 
+def one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    """Warnings as one genbits line on stderr, not Python's file:line format."""
+    print(f"genbits: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    quiet = int(os.environ.get("RANK", "0")) != 0  # under torchrun only rank 0 prints results
     try:
-        return globals()[f"cmd_{args.command}"](args)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(warnings.catch_warnings())
+            warnings.showwarning = one_line_warning
+            if quiet:
+                stack.enter_context(contextlib.redirect_stdout(stack.enter_context(open(os.devnull, "w"))))
+            return globals()[f"cmd_{args.command}"](args)
     except ConfigError as e:
         print(f"genbits: config error: {e}", file=sys.stderr)
         return 2

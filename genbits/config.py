@@ -105,6 +105,17 @@ class TrainConfig:
     diagnostics: bool = False  # log grad norms, update ratios and spectral norms (metrics/dynamics.py)
 
 
+OBSERVE_ONLY = (
+    "train.diagnostics",
+    "train.log_every",
+    "train.sample_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+)
+"""Settings that watch a run without changing its trajectory (what is logged, plotted, kept): a resumed run may
+change them; its config.yaml then records the new values and metrics.jsonl the step where they changed."""
+
+
 @dataclass
 class Config:
     """A whole run: data × model × objective × update rule, and how to train."""
@@ -123,10 +134,11 @@ class Config:
 
     def hash(self) -> str:
         """Identity of a run: everything but its length, ``train.steps`` / ``train.samples`` (raising it extends a
-        run)."""
+        run), and what only observes it (``OBSERVE_ONLY``: changing it on resume changes no number of the run)."""
         plain = self.to_dict()
-        plain["train"].pop("steps")
-        plain["train"].pop("samples")
+        for key in ("train.steps", "train.samples", *OBSERVE_ONLY):
+            section, name = key.split(".")
+            plain[section].pop(name)
         return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 

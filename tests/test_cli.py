@@ -62,7 +62,8 @@ def test_list_shows_presets_and_components(capsys):
 
 
 @pytest.mark.parametrize(
-    "command", ["train", "sample", "eval", "report", "demo", "list", "experiment", "sweep", "features"]
+    "command",
+    ["train", "config", "runs", "sample", "eval", "report", "demo", "list", "experiment", "sweep", "features"],
 )
 def test_every_command_has_help_with_an_example(command, capsys):
     with pytest.raises(SystemExit) as exit_:

@@ -190,6 +190,8 @@ def test_every_model_trains_samples_round_trips_and_keeps_its_contracts(name, tm
 class OvershootingFlow(nn.Module):
     """A broken toy component: declares a density and samples, but samples one example too many."""
 
+    SAMPLING_OPTIONS: tuple[str, ...] = ()
+
     def __init__(self, event_shape: tuple[int, ...], num_classes: int | None = None, dataset: Any = None):
         super().__init__()
         self.shift = nn.Parameter(torch.zeros(event_shape))

@@ -137,6 +137,7 @@ class Recorder:
     """A conditional model that returns the labels and options it was sampled with."""
 
     num_classes = 4
+    SAMPLING_OPTIONS = ("temperature",)
 
     def __init__(self) -> None:
         self.calls: list[dict[str, Any]] = []

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from genbits.data import build_dataset
 from genbits.metrics.extractors import METADATA_KEY, FeatureNet
+from genbits.train.checkpoint import write_safetensors
 
 
 @torch.no_grad()
@@ -89,5 +89,5 @@ def save_feature_net(net: FeatureNet, metadata: dict[str, Any], path: str | Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(metadata)})
+    write_safetensors(state, path, {METADATA_KEY: json.dumps(metadata)})
     return path

@@ -41,7 +41,10 @@ from genbits.registry import closest
 
 @runtime_checkable
 class Generative(Protocol):
-    """Draws samples: (n, *event_shape), with labels ``y`` (n,) for a conditional model (None: the model's choice)."""
+    """Draws samples: (n, *event_shape), with labels ``y`` (n,) for a conditional model (None: the model's choice).
+    ``SAMPLING_OPTIONS`` names the options ``how`` it understands (``genbits list`` shows them)."""
+
+    SAMPLING_OPTIONS: tuple[str, ...]
 
     def sample(
         self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any

@@ -40,6 +40,8 @@ class LinearCritic(nn.Module):
 
 
 class DiracGan(nn.Module):
+    SAMPLING_OPTIONS: tuple[str, ...] = ()
+
     def __init__(self, dim: int, theta: float, phi: float):
         super().__init__()
         self.generator = PointMassGenerator(dim, theta)
@@ -57,7 +59,7 @@ class DiracGan(nn.Module):
     def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any) -> Tensor:
         """n copies of θ: no noise, so no sampling option means anything."""
         refuse_condition("dirac-gan", y)
-        check_how("dirac-gan", how, ())
+        check_how("dirac-gan", how, self.SAMPLING_OPTIONS)
         return self.generator(self.sample_latent(n)).clone()
 
 

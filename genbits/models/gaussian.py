@@ -13,6 +13,8 @@ from genbits.registry import MODELS
 
 
 class Gaussian(nn.Module):
+    SAMPLING_OPTIONS = ("temperature",)
+
     def __init__(self, dim: int, full_covariance: bool = True, init_scale: float = 0.0):
         super().__init__()
         self.dim, self.full_covariance = dim, full_covariance
@@ -46,7 +48,7 @@ class Gaussian(nn.Module):
     def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any) -> Tensor:
         """n samples (n, dim); ``temperature`` T scales the noise: x = mean + T·L·ε, covariance T²Σ."""
         refuse_condition("gaussian", y)
-        check_how("gaussian", how, ("temperature",))
+        check_how("gaussian", how, self.SAMPLING_OPTIONS)
         eps = torch.randn(n, self.dim, generator=generator, device=self.mean.device)
         return self.mean + (temperature(how) * eps) @ self.scale_tril().T
 

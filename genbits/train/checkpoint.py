@@ -75,15 +75,24 @@ def save(directory: Path, step: int, state: dict[str, Any], config_hash: str, ke
         "state": json.dumps(skeleton),
     }
     path = checkpoint_path(directory, step)
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(directory)
+    write_safetensors(tensors, path, metadata)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink()
     return path
+
+
+def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write a safetensors file atomically (temporary name, fsync, rename) with the permissions of any other file
+    the user creates (0666 minus the umask; safetensors itself writes 0600, unreadable to a group that shares runs)."""
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=metadata)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -80,8 +80,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
         torch.set_num_threads(cfg.threads)
     run = RunDir(run_dir)
     resuming = run.exists()
-    if resuming:
-        run.check_compatible(config)
+    observed = run.check_compatible(config) if resuming else []
 
     seed_everything(cfg.seed)
     parts = build_parts(config, device)
@@ -118,7 +117,10 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
             run.create(config)
         checkpoints.save(0)
     elif main:
-        run.write_config(config)  # train.steps may have been raised
+        run.write_config(config)  # train.steps may have been raised, an observe-only setting changed
+        if observed:
+            values = {key: getattr(cfg, key.split(".")[1]) for key in observed}
+            run.append_metrics({"step": step, "event": "observe-only settings changed", **values})
 
     nan = NanPolicy(cfg, checkpoints, rule)  # the loop
     record: dict[str, float] | None = None

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from genbits.config import Config, diff, load_config
+from genbits.config import OBSERVE_ONLY, Config, diff, load_config
 from genbits.errors import ConfigError, GenbitsError
 
 LENGTH = ("train.steps", "train.samples")  # changing only these extends (or shortens) a run
@@ -43,14 +43,18 @@ class RunDir:
     def stored_config(self) -> Config:
         return load_config(self.config_file)
 
-    def check_compatible(self, config: Config) -> None:
-        """Refuse any config change on an existing run other than its length (``train.steps`` or ``train.samples``)."""
-        changed = [k for k in diff(self.stored_config(), config) if k not in LENGTH]
+    def check_compatible(self, config: Config) -> list[str]:
+        """Refuse any config change on an existing run other than its length (``train.steps`` or ``train.samples``)
+        and what only observes it; returns the observe-only keys that changed."""
+        changed = diff(self.stored_config(), config)
+        observed = [k for k in changed if k in OBSERVE_ONLY]
+        changed = [k for k in changed if k not in LENGTH and k not in OBSERVE_ONLY]
         if changed:
             raise ConfigError(
                 f"{self.path} already holds a run with a different config (changed: {', '.join(changed)}); "
                 "use a new --run-dir, or change only train.steps (or train.samples) to extend this run"
             )
+        return observed
 
     def create(self, config: Config) -> None:
         for d in (self.path, self.checkpoints, self.samples):
@@ -79,6 +83,17 @@ class RunDir:
         return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line.strip()]
 
 
+def git_revision() -> str | None:
+    """The commit genbits runs from, where it runs from a git checkout (None for an installed wheel)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
 def provenance() -> dict[str, Any]:
     """What produced a run: versions, git revision, command line, threads, device."""
     versions = {}
@@ -87,24 +102,11 @@ def provenance() -> dict[str, Any]:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             versions[package] = None
-    try:
-        revision = (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=Path(__file__).parent,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        revision = None
     return {
         "versions": versions,
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "git_revision": revision,
+        "git_revision": git_revision(),
         "command": sys.argv,
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
