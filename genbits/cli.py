@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import sys
@@ -366,6 +367,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=count, default=None, help="training steps per run (default: the presets')")
     p.add_argument("--full", action="store_true", help="the full-size setting (e.g. 28×28 images, longer; for a GPU)")
+    p.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="where the runs train (default auto)"
+    )
+    p.add_argument(
+        "--workers",
+        type=count,
+        default=None,
+        help="runs at a time, for the experiments that pool runs (default: theirs on a CPU, 1 on a GPU)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
     return top
 
@@ -558,8 +568,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_experiment(args: argparse.Namespace) -> int:
     from genbits.experiments import EXPERIMENTS
+    from genbits.experiments.placement import place
     from genbits.registry import closest
     from genbits.runs.report import write_experiment_report
+    from genbits.train.rundir import provenance
 
     if args.name not in EXPERIMENTS:
         raise ConfigError(
@@ -567,8 +579,14 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         )
     run_dir = run_directory(args.run_dir or Path("runs") / args.name)
     experiment = EXPERIMENTS[args.name]
+    placement = place(args.name, experiment, args.device, args.workers)
     seeds = {} if args.seeds is None else {"seeds": args.seeds}
-    results = experiment.run(run_dir, **seeds, steps=args.steps, progress=not args.no_progress, full=args.full)
+    progress = not args.no_progress
+    results = experiment.run(run_dir, **seeds, steps=args.steps, progress=progress, full=args.full, placement=placement)
+    where = {"device": placement.device, "workers": placement.workers}
+    saved = run_dir / "results.json"
+    saved.write_text(json.dumps(json.loads(saved.read_text()) | {"placement": where}, indent=2))
+    (run_dir / "provenance.json").write_text(json.dumps(provenance() | {"placement": where}, indent=2))
     tables = sorted(run_dir.glob("*.md"))
     print("\n".join(t.read_text().rstrip() for t in tables) if tables else f"results: {run_dir / 'results.json'}")
     if "verdict" in results:

@@ -139,3 +139,43 @@ def test_only_rank_zero_prints_under_torchrun(monkeypatch, capsys):
     monkeypatch.setenv("RANK", "0")
     assert main(["config", "flow-ring"]) == 0
     assert "name: flow" in capsys.readouterr().out
+
+
+def test_experiments_record_where_they_ran_and_print_their_table(tmp_path, capsys):
+    assert main(["experiment", "dirac-gan", "--run-dir", str(tmp_path), "--steps", "20", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| rule |" in out and "verdict" in out and '"predicted_rho"' not in out  # the table, not the JSON
+    where = {"device": "cpu", "workers": None}
+    assert json.loads((tmp_path / "results.json").read_text())["placement"] == where
+    assert json.loads((tmp_path / "provenance.json").read_text())["placement"] == where
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["dirac-gan", "--device", "cuda"], "--device cuda: dirac-gan runs on cpu only; the Dirac-GAN has two"),
+        (["mode-seeking", "--workers", "2"], "--workers: mode-seeking trains one run at a time"),
+        (["gan-mog", "--workers", "0"], "--workers: 0 must be >= 1"),
+    ],
+)
+def test_experiment_placement_is_checked_before_any_work(argv, message, tmp_path, capsys):
+    try:
+        code = main(["experiment", *argv, "--run-dir", str(tmp_path / "x"), "--no-progress"])
+    except SystemExit as exit_:  # argparse's own refusals (counts) exit from parse_args
+        code = exit_.code
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_names_the_fix(tmp_path, capsys):
+    assert main(["experiment", "mode-seeking", "--device", "cuda", "--run-dir", str(tmp_path / "x")]) == 2
+    assert "no CUDA device is visible here; use --device cpu or auto" in capsys.readouterr().err
+
+
+def test_pooled_experiments_run_one_process_on_a_gpu_unless_told():
+    from genbits.experiments.placement import Placement
+
+    assert Placement("cuda").pool(cpu_default=8) == 1
+    assert Placement("cpu").pool(cpu_default=8) == 8
+    assert Placement("cuda", workers=3).pool(cpu_default=8) == 3

@@ -1,5 +1,7 @@
-"""One module per case study: ``run(run_dir, seeds, steps, progress, full) -> results`` writes figures and tables
-into the run directory (the CLI adds report.html); ``full`` selects the larger GPU-sized setting."""
+"""One module per case study: ``run(run_dir, seeds, steps, progress, full, placement) -> results`` writes
+results.json, figures and tables into the run directory (the CLI adds the placement to results.json, provenance.json
+and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` the device and runs at a time
+(``genbits.experiments.placement``)."""
 
 from genbits.experiments import (
     dirac_gan,

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm  # noqa: E402
 import genbits.components  # noqa: E402, F401  (fills the registries)
 from genbits.config import OptimConfig  # noqa: E402
 from genbits.data.base import Batch  # noqa: E402
+from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
 from genbits.experiments.threads import one_thread  # noqa: E402
 from genbits.objectives.base import players_of  # noqa: E402
 from genbits.optim.field import GradientField  # noqa: E402
@@ -46,6 +47,8 @@ from genbits.optim.linear_analysis import spectral_radius, step_jacobian  # noqa
 from genbits.optim.rules import Batches  # noqa: E402
 from genbits.registry import MODELS, OBJECTIVES, RULES  # noqa: E402
 
+DEVICES = ("cpu",)
+DEVICES_WHY = "the Dirac-GAN has two parameters: its float64 analysis is CPU work"
 H = 0.1
 START = 0.01
 STEPS = {False: 800, True: 4000}  # by ``full``
@@ -133,7 +136,12 @@ def agrees(measured: float, prediction: Prediction, steps: int) -> bool:
 
 
 def run(
-    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 3,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Predict and simulate every rule (``seeds`` is unused: the game is deterministic; ``full``: 4000 steps)."""
     run_dir = Path(run_dir)

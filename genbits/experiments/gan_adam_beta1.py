@@ -25,22 +25,29 @@ from genbits.experiments.gan_images import (  # noqa: E402
     spread_cell,
     sweep,
 )
+from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
 from genbits.runs import load_run  # noqa: E402
 
+POOLED = True  # several runs at a time: --workers applies
 BETA1 = (0.0, 0.5, 0.9)
 BETA2 = 0.999
 POINTS = 4  # evaluated checkpoints along each run
 
 
 def run(
-    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 3,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Train every (β1, seed), score its checkpoints; writes fid_over_training.png, table.md, results.json."""
     run_dir = Path(run_dir)
     chosen = size(full, steps)
     grid = {"optim.betas": [f"[{beta1},{BETA2}]" for beta1 in BETA1]}
     overrides = [*chosen.overrides_with_steps(), *checkpointed(chosen.steps, POINTS)]
-    rows = by_point(sweep(run_dir, grid, seeds, overrides, progress))
+    rows = by_point(sweep(run_dir, grid, seeds, overrides, progress, placement))
     curves = {
         beta1: [scores_over_training(load_run(row["path"]), chosen.eval_samples) for row in seeds_rows]
         for beta1, seeds_rows in zip(BETA1, rows, strict=True)

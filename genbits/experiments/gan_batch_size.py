@@ -27,14 +27,21 @@ from genbits.experiments.gan_images import (  # noqa: E402
     spread_cell,
     sweep,
 )
+from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
 from genbits.runs import load_run  # noqa: E402
 
+POOLED = True  # several runs at a time: --workers applies
 BATCH_SIZES = (16, 64, 256, 512)
 Scores = dict[int, list[dict[str, float]]]  # batch size → one score dict per seed
 
 
 def run(
-    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 3,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Train every (batch size, seed) on the same sample budget; writes fid_vs_batch_size.png, table.md and
     results.json."""
@@ -42,7 +49,7 @@ def run(
     chosen = size(full, steps)
     budget = chosen.steps * load_config(PRESET).train.batch_size
     grid = {"train.batch_size": [str(batch) for batch in BATCH_SIZES]}
-    rows = by_point(sweep(run_dir, grid, seeds, [*chosen.overrides, f"train.samples={budget}"], progress))
+    rows = by_point(sweep(run_dir, grid, seeds, [*chosen.overrides, f"train.samples={budget}"], progress, placement))
     final: Scores = {
         batch: [scores(load_run(row["path"]), chosen.eval_samples) for row in seeds_rows]
         for batch, seeds_rows in zip(BATCH_SIZES, rows, strict=True)

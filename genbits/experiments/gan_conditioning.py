@@ -32,6 +32,7 @@ from genbits.experiments.gan_images import (  # noqa: E402
     spread_cell,
     sweep,
 )
+from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
 from genbits.metrics.extractors import (  # noqa: E402
     Extractor,
     FeatureNet,
@@ -46,6 +47,7 @@ from genbits.runs import Run, load_run  # noqa: E402
 from genbits.runs.evaluate import DEFAULT_FEATURES  # noqa: E402
 from genbits.runs.plots import image_grid  # noqa: E402
 
+POOLED = True  # several runs at a time: --workers applies
 VARIANTS = ("concat", "throughout")
 PER_CLASS = 500  # generated per class for intra-class FID and accuracy (vs the 1,000 test images per class)
 SHOWN = 8  # samples per class in the figure
@@ -110,12 +112,19 @@ def measure(run: Run, reference: Reference, n: int, seed: int) -> dict[str, Any]
 
 
 def run(
-    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 3,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Train both variants over seeds and measure them; writes conditioning.png, table.md and results.json."""
     run_dir = Path(run_dir)
     chosen = size(full, steps, cpu_steps=CPU_STEPS)
-    rows = by_point(sweep(run_dir, {"model.conditioning": VARIANTS}, seeds, chosen.overrides_with_steps(), progress))
+    rows = by_point(
+        sweep(run_dir, {"model.conditioning": VARIANTS}, seeds, chosen.overrides_with_steps(), progress, placement)
+    )
     runs = {
         variant: [load_run(row["path"]) for row in seeds_rows]
         for variant, seeds_rows in zip(VARIANTS, rows, strict=True)

@@ -20,6 +20,7 @@ import torch
 
 from genbits.config import load_config
 from genbits.errors import GenbitsError
+from genbits.experiments.placement import Placement
 from genbits.metrics.extractors import extractor
 from genbits.metrics.fid import fid, kid
 from genbits.runs import Run
@@ -58,19 +59,25 @@ def size(full: bool, steps: int | None = None, cpu_steps: int | None = None) -> 
 
 
 def sweep(
-    run_dir: Path, grid: dict[str, Sequence[str]], seeds: int, overrides: Sequence[str], progress: bool
+    run_dir: Path,
+    grid: dict[str, Sequence[str]],
+    seeds: int,
+    overrides: Sequence[str],
+    progress: bool,
+    placement: Placement,
 ) -> list[Row]:
-    """Every grid point × seed as one run of the preset, by ``genbits.sweeps.sweep`` (resumable, ``WORKERS`` at a
-    time) in ``run_dir/sweep``; returns the sweep's rows, each with ``path``, the run directory, added. This process
-    then keeps the runs' ``train.threads`` for scoring them."""
+    """Every grid point × seed as one run of the preset on ``placement``'s device, by ``genbits.sweeps.sweep``
+    (resumable, ``WORKERS`` at a time on a CPU, one on a GPU, unless told) in ``run_dir/sweep``; returns the
+    sweep's rows, each with ``path``, the run directory, added. This process then keeps the runs'
+    ``train.threads`` for scoring them."""
     sweep_dir = run_dir / "sweep"
     result = run_sweep(
         PRESET,
         [f"{key}={','.join(values)}" for key, values in grid.items()],
         sweep_dir,
         seeds=seeds,
-        overrides=list(overrides),
-        workers=WORKERS,
+        overrides=[*overrides, *placement.overrides()],
+        workers=placement.pool(WORKERS),
         rules=OutcomeRules(loss_key="loss/discriminator"),
         progress=progress,
     )

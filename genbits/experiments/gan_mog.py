@@ -40,6 +40,7 @@ from tqdm.auto import tqdm  # noqa: E402
 from genbits.config import Config, load_config  # noqa: E402
 from genbits.data import build_dataset  # noqa: E402
 from genbits.errors import TrainingDiverged  # noqa: E402
+from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
 from genbits.experiments.threads import one_thread  # noqa: E402
 from genbits.runs import Run, load_run  # noqa: E402
 from genbits.runs.evaluate import evaluate, model_samples  # noqa: E402
@@ -47,6 +48,7 @@ from genbits.sweeps.parallel import cores, map_processes  # noqa: E402
 from genbits.train import checkpoint, train  # noqa: E402
 from genbits.train.parts import build_parts  # noqa: E402
 
+POOLED = True  # several runs at a time: --workers applies
 DATASETS = {"ring": "gan-ring", "grid": "gan-grid"}
 
 
@@ -70,7 +72,12 @@ SCATTER_SAMPLES = 2000
 
 
 def run(
-    run_dir: str | Path, seeds: int = 5, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 5,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Train every (dataset, rule, seed) in parallel processes (one per core, one thread each), score every
     checkpoint, write curves.png, samples.png and table.md. Rerunning resumes unfinished runs."""
@@ -78,7 +85,9 @@ def run(
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     configs = {
-        (dataset, rule, seed): config_for(DATASETS[dataset], RULES[rule][dataset], seed, steps, full)
+        (dataset, rule, seed): config_for(
+            DATASETS[dataset], RULES[rule][dataset] + placement.overrides(), seed, steps, full
+        )
         for dataset in DATASETS
         for rule in RULES
         for seed in range(seeds)
@@ -86,7 +95,7 @@ def run(
     calls = [(c.to_dict(), str(run_dir / name(*key))) for key, c in configs.items()]
     tracked = {}
     with tqdm(total=len(calls), desc="gan-mog", disable=not progress, dynamic_ncols=True) as bar:
-        for (_, path), result in map_processes(track, calls, min(cores(), len(calls))):
+        for (_, path), result in map_processes(track, calls, placement.pool(min(cores(), len(calls)))):
             tracked[path] = result
             bar.update()
     results: dict[str, Any] = {dataset: {} for dataset in DATASETS}

@@ -20,23 +20,31 @@ from typing import Any
 
 from genbits.errors import GenbitsError
 from genbits.experiments.gan_images import Row, markdown_table, scores, size, spread_cell, sweep
+from genbits.experiments.placement import ON_CPU, Placement
 from genbits.runs import load_run
 from genbits.sweeps.report import plot_stability
 
+POOLED = True  # several runs at a time: --workers applies
 LEARNING_RATES = ("2e-3", "1e-2", "5e-2")  # pilots: no critic norm trains at 2e-2 and dies at 5e-2
 NORMS = ("none", "batch", "spectral")
 TOLERANCE = 2.0  # trained: final FID ≤ TOLERANCE × the best grid point's median FID
 
 
 def run(
-    run_dir: str | Path, seeds: int = 3, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 3,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Sweep, score, re-judge, plot; writes stability.png, table.md and results.json."""
     run_dir = Path(run_dir)
     grid = {"optim.lr": LEARNING_RATES, "model.d_norm": NORMS}
     chosen = size(full, steps)
     rows = [
-        scored(row, chosen.eval_samples) for row in sweep(run_dir, grid, seeds, chosen.overrides_with_steps(), progress)
+        scored(row, chosen.eval_samples)
+        for row in sweep(run_dir, grid, seeds, chosen.overrides_with_steps(), progress, placement)
     ]
     threshold = TOLERANCE * best_median_fid(rows)
     rows = [judged(row, threshold) for row in rows]

@@ -28,6 +28,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from genbits.config import load_config  # noqa: E402
+from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
 from genbits.runs import load_run  # noqa: E402
 from genbits.runs.plots import log_density_grid  # noqa: E402
 from genbits.train import train  # noqa: E402
@@ -64,7 +65,12 @@ def mode_mass(samples: torch.Tensor, centres: torch.Tensor) -> list[float]:
 
 
 def run(
-    run_dir: str | Path, seeds: int = 5, steps: int | None = None, progress: bool = True, full: bool = False
+    run_dir: str | Path,
+    seeds: int = 5,
+    steps: int | None = None,
+    progress: bool = True,
+    full: bool = False,
+    placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """The experiment (``full`` changes nothing: the default is already the whole experiment)."""
     run_dir = Path(run_dir)
@@ -73,7 +79,8 @@ def run(
     for label, preset in PRESETS.items():
         masses, kls = [], []
         for seed in range(seeds):
-            overrides = [f"train.seed={seed}", "train.sample_every=0"] + ([f"train.steps={steps}"] if steps else [])
+            overrides = [f"train.seed={seed}", "train.sample_every=0", *placement.overrides()]
+            overrides += [f"train.steps={steps}"] if steps else []
             path = run_dir / f"{preset}-seed{seed}"
             train(load_config(preset, overrides), path, progress=progress)
             fitted = load_run(path)
