@@ -103,6 +103,7 @@ class TrainConfig:
     max_rollbacks: int = bounded(3, 0)
     eval_samples: int = bounded(10000, 1)  # fresh test samples for sampled datasets
     diagnostics: bool = False  # log grad norms, update ratios and spectral norms (metrics/dynamics.py)
+    tensorboard: bool = False  # also write metrics and sample plots to RUN/tensorboard/ (train/tensorboard.py)
 
 
 OBSERVE_ONLY = (

@@ -35,6 +35,7 @@ from genbits.train.parts import build_parts, resolve_device
 from genbits.train.rundir import RunDir
 from genbits.train.state import Checkpointer, NanPolicy, seed_everything
 from genbits.train.stream import BatchStream, seeded_generator
+from genbits.train.tensorboard import TensorBoard
 
 
 @dataclass
@@ -79,6 +80,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = RunDir(run_dir)
+    board = TensorBoard(run.tensorboard, cfg.tensorboard, writes=main)  # a missing package fails here, unwritten
     resuming = run.exists()
     observed = run.check_compatible(config) if resuming else []
 
@@ -122,11 +124,11 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
             values = {key: getattr(cfg, key.split(".")[1]) for key in observed}
             run.append_metrics({"step": step, "event": "observe-only settings changed", **values})
 
-    nan = NanPolicy(cfg, checkpoints, rule)  # the loop
+    nan = NanPolicy(cfg, checkpoints, rule, board)  # the loop
     record: dict[str, float] | None = None
     start = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and main), desc=run.path.name, dynamic_ncols=True)
-    with catching_signals() as stop, bar:
+    with catching_signals() as stop, bar, board.start(step):
         while step < cfg.steps:
             set_progress(objective, Progress(step, cfg.steps))  # every evaluation of this step sees the same
             rule.set_lr_factor(lr_factor(config.optim, step, cfg.steps))
@@ -147,12 +149,14 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
                 bar.set_postfix({k: f"{v:.4f}" for k, v in record.items() if k.startswith("loss")})
                 if main:
                     run.append_metrics(record)
+                    board.log(record)
             if main and samples_due(cfg, step):
-                save_samples(
-                    model, ema, dataset, run.samples / f"step-{step:07d}.png", seeded_generator(cfg.seed, step, 7)
-                )
+                png = run.samples / f"step-{step:07d}.png"
+                save_samples(model, ema, dataset, png, seeded_generator(cfg.seed, step, 7))
+                board.image(png, step)
             stopping = distributed.any_process(stop.signum is not None)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
+                board.flush()
                 checkpoints.save(step)
             if stopping:
                 break

@@ -1,4 +1,5 @@
-"""The run directory: resolved config, provenance, metrics.jsonl, checkpoints/, samples/ (the contract with users)."""
+"""The run directory: resolved config, provenance, metrics.jsonl, checkpoints/, samples/, tensorboard/ (the contract
+with users)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class RunDir:
         self.metrics_file = self.path / "metrics.jsonl"
         self.checkpoints = self.path / "checkpoints"
         self.samples = self.path / "samples"
+        self.tensorboard = self.path / "tensorboard"  # train.tensorboard=true: event files mirroring metrics.jsonl
 
     def exists(self) -> bool:
         """Whether a run lives here; a path that is a file can never hold one and is refused."""

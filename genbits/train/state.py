@@ -26,6 +26,7 @@ from genbits.train import checkpoint, distributed
 from genbits.train.ema import EMA
 from genbits.train.rundir import RunDir
 from genbits.train.stream import BatchStream
+from genbits.train.tensorboard import TensorBoard
 
 
 def seed_everything(seed: int) -> None:
@@ -127,10 +128,11 @@ class Checkpointer:
 
 class NanPolicy:
     """``train.on_nan``: stop, naming the last good checkpoint, or roll back to it with every learning rate scaled by
-    ``nan_lr_factor`` (at most ``max_rollbacks`` times per call of ``train``; the scale accumulates)."""
+    ``nan_lr_factor`` (at most ``max_rollbacks`` times per call of ``train``; the scale accumulates). A rollback is
+    logged as an event in metrics.jsonl, which the restore has rewound to the checkpoint; TensorBoard follows both."""
 
-    def __init__(self, cfg: TrainConfig, checkpoints: Checkpointer, rule: UpdateRule):
-        self.cfg, self.checkpoints, self.rule = cfg, checkpoints, rule
+    def __init__(self, cfg: TrainConfig, checkpoints: Checkpointer, rule: UpdateRule, board: TensorBoard):
+        self.cfg, self.checkpoints, self.rule, self.board = cfg, checkpoints, rule, board
         self.rollbacks, self.lr_scale = 0, rule.lr_scale  # the scale a resumed run was checkpointed with
 
     def on_nan(self, step: int, error: NonFiniteLoss) -> int:
@@ -147,7 +149,10 @@ class NanPolicy:
         step = self.checkpoints.restore_last()
         self.rule.lr_scale = self.lr_scale
         if distributed.is_main():
-            self.checkpoints.run.append_metrics({"step": step, "event": "rollback", "lr_scale": self.lr_scale})
+            event = {"step": step, "event": "rollback", "lr_scale": self.lr_scale}
+            self.checkpoints.run.append_metrics(event)
+            self.board.rewind(step)
+            self.board.log(event)
             tqdm.write(f"step {step}: non-finite loss ({error}); rolled back to {where}, LR × {self.lr_scale:g}")
         return step
 
