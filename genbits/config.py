@@ -108,6 +108,7 @@ class TrainConfig:
 
 OBSERVE_ONLY = (
     "train.diagnostics",
+    "train.tensorboard",
     "train.log_every",
     "train.sample_every",
     "train.checkpoint_every",

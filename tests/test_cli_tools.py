@@ -94,6 +94,7 @@ def test_observe_only_settings_may_change_on_resume_and_change_no_number(tmp_pat
     train_tiny(tmp_path / "straight", "--set", "train.steps=40")
     train_tiny(tmp_path / "changed")
     changed = ["--set", "train.steps=40", "--set", "train.log_every=3", "--set", "train.diagnostics=true"]
+    changed += ["--set", "train.tensorboard=true"]
     train_tiny(tmp_path / "changed", *changed)
     stored = load_config(tmp_path / "changed" / "config.yaml").train
     assert stored.log_every == 3 and stored.diagnostics
@@ -104,7 +105,9 @@ def test_observe_only_settings_may_change_on_resume_and_change_no_number(tmp_pat
         "event": "observe-only settings changed",
         "train.diagnostics": True,
         "train.log_every": 3,
+        "train.tensorboard": True,
     }
+    assert list((tmp_path / "changed" / "tensorboard").iterdir())
     a, b = load_run(tmp_path / "straight", ema=False), load_run(tmp_path / "changed", ema=False)
     for (name, x), y in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(x, y), name
