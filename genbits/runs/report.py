@@ -11,9 +11,12 @@ from pathlib import Path
 from genbits.runs.plots import plot_dynamics, plot_metrics
 from genbits.train.rundir import RunDir
 
+# Wide content scrolls inside its own box (a long config line, a table of many columns) so that the page itself
+# never scrolls sideways in a narrow window; tables take that box through display:block, as GitHub's Markdown does.
 STYLE = (
     "body{font-family:sans-serif;max-width:1000px;margin:auto;padding:1em}img{max-width:100%}"
-    "table{border-collapse:collapse}th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}"
+    "table{border-collapse:collapse;display:block;width:max-content;max-width:100%;overflow-x:auto}"
+    "th,td{border:1px solid #ccc;padding:2px 8px;text-align:left}pre{overflow-x:auto}"
 )
 
 
