@@ -16,6 +16,7 @@ from torch import Tensor  # noqa: E402
 
 from genbits.data.base import SampledDataset  # noqa: E402
 from genbits.models.base import Density, balanced_labels, device_of, num_classes_of  # noqa: E402
+from genbits.runs.units import label  # noqa: E402
 from genbits.train.stream import seeded_generator  # noqa: E402
 
 
@@ -156,7 +157,7 @@ def plot_metrics(records: list[dict], path: Path) -> list[str]:
     for ax, name in zip(axes[:, 0], names, strict=True):
         points = [(r["step"], r[name]) for r in records if name in r]
         ax.plot(*zip(*points, strict=True))
-        ax.set_ylabel(name)
+        ax.set_ylabel(label(name))
         for r in records:
             if r.get("event") == "rollback":
                 ax.axvline(r["step"], color="red", alpha=0.4)

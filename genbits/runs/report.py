@@ -7,8 +7,10 @@ import html
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from genbits.runs.plots import plot_dynamics, plot_metrics
+from genbits.runs.units import label, scaled
 from genbits.train.rundir import RunDir
 
 # Wide content scrolls inside its own box (a long config line, a table of many columns) so that the page itself
@@ -25,10 +27,14 @@ def inline_png(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
 
 
-def table(values: dict) -> str:
+def table(values: dict[str, Any]) -> str:
+    """Name → value rows; names carry their unit (``genbits.runs.units``), floats show 4 decimals."""
+
+    def cell(name: str, value: Any) -> str:
+        return f"{scaled(name, value):.4f}" if isinstance(value, float) else str(value)
+
     rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(f'{v:.4f}' if isinstance(v, float) else str(v))}</td></tr>"
-        for k, v in values.items()
+        f"<tr><th>{html.escape(label(k))}</th><td>{html.escape(cell(k, v))}</td></tr>" for k, v in values.items()
     )
     return f"<table>{rows}</table>"
 
