@@ -65,12 +65,13 @@ PROBE = """
     out.id = "browser-check";
     out.textContent = JSON.stringify({
       problems: problems, images: images, title: document.title,
-      headings: Array.prototype.map.call(document.querySelectorAll("h1, h2, h3, summary"), function (h) {
+      headings: Array.prototype.map.call(document.querySelectorAll("h1, h2, h3, h4, summary"), function (h) {
         return h.textContent;
       }),
       collapsed: Array.prototype.map.call(document.querySelectorAll("details:not([open]) > summary"), function (s) {
         return s.textContent;
       }),
+      tables: document.querySelectorAll("table").length,
       pageWidth: document.documentElement.scrollWidth, windowWidth: window.innerWidth
     });
     document.body.appendChild(out);
@@ -85,8 +86,9 @@ class Seen:
 
     problems: list[str]  # script errors, console errors, failed or blocked loads, console lines on stderr
     images: list[dict]  # per <img>: alt, naturalWidth/Height, distinct colours, shown width, inside closed <details>
-    headings: list[str]  # h1–h3 and <summary> texts, in order
+    headings: list[str]  # h1–h4 and <summary> texts, in order
     collapsed: list[str]  # summaries of <details> closed on load
+    tables: int
     page_width: int
     window_width: int
     screenshot: np.ndarray  # (H, W, 3) uint8, the window as rendered
@@ -143,6 +145,7 @@ def open_report(path: Path, tmp_path: Path) -> Seen:
         images=seen["images"],
         headings=seen["headings"],
         collapsed=seen["collapsed"],
+        tables=seen["tables"],
         page_width=seen["pageWidth"],
         window_width=seen["windowWidth"],
         screenshot=np.asarray(Image.open(shot).convert("RGB")),
@@ -175,9 +178,13 @@ def test_run_report_in_a_browser(tmp_path):
     assert main(["report", str(run)]) == 0
     seen = open_report(run / "report.html", tmp_path)
     assert_readable(seen)
-    for heading in ("Evaluation", "sampled with temperature=0.5", "Training curves", "Samples"):
+    for heading in ("Evaluation", "Mode coverage", "sampled with temperature=0.5", "Training curves", "Samples"):
         assert heading in seen.headings, seen.headings
-    assert seen.image("metrics")["shown"] > 0
+    assert seen.headings.count("Mode coverage") == 2  # default sampling and temperature=0.5
+    assert seen.image("training curves")["shown"] > 0
+    assert len([i for i in seen.images if i["alt"].startswith("samples at")]) == 2
+    assert seen.image("training dynamics")["collapsed"]  # decoded, but folded away until opened
+    assert any(s.startswith("Training dynamics") for s in seen.collapsed)
 
 
 def test_sweep_report_in_a_browser(tmp_path):

@@ -1,5 +1,5 @@
-"""The reports' HTML structure: units beside the numbers. Run directories are written by hand, so each test renders
-in a second without training."""
+"""The reports' HTML structure: mode coverage as tables, units beside the numbers, the dynamics collapsed. Run
+directories are written by hand, so each test renders in a second without training."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from genbits.runs.report import write_report
+
+MODES = {"modes_captured": 6, "high_quality": 0.253, "jsd": 0.38437812737406285, "counts": [40, 33, 18, 38, 20, 36, 5]}
 
 
 class Page(HTMLParser):
@@ -73,6 +75,20 @@ def render(path: Path) -> Page:
     return page
 
 
+def test_mode_coverage_is_a_table_with_the_off_mode_bin_labelled(tmp_path):
+    evaluation = {"step": 10, "samples": 190, "modes": MODES}
+    evaluation["sampling"] = {"temperature=0.5": {"how": {"temperature": 0.5}, "samples": 190, "modes": MODES}}
+    page = render(fake_run(tmp_path, evaluation, [{"step": 10, "loss": 1.0}]))
+    rows = page.rows()
+    assert rows.count(["modes captured", "6 of 6"]) == 2  # six modes: the seventh bin is off-mode
+    assert rows.count(["high quality", "25.3%"]) == 2  # default sampling and temperature=0.5
+    assert rows.count(["jsd (nats)", "0.3844"]) == 2
+    assert rows.count(["mode", "0", "1", "2", "3", "4", "5", "off-mode"]) == 2
+    assert rows.count(["samples", "40", "33", "18", "38", "20", "36", "5"]) == 2
+    assert page.headings.count("Mode coverage") == 2 and "sampled with temperature=0.5" in page.headings
+    assert "modes_captured" not in write_report(tmp_path).read_text()  # no raw dict left
+
+
 def test_numbers_carry_their_units(tmp_path):
     evaluation = {"step": 10, "test_nll": 1.5, "gap": 0.25, "bits_per_dim": 3.5, "fid": 12.0}
     evaluation |= {"kid_mean": 0.00123, "kid_std": 0.0005}
@@ -90,3 +106,29 @@ def test_numbers_carry_their_units(tmp_path):
         ["step", "10"],
     ):
         assert row in rows, (row, rows)
+
+
+def test_dynamics_are_collapsed_with_a_labelled_plot(tmp_path):
+    records = [
+        {
+            "step": s,
+            "loss": 1.0 / s,
+            "grad_norm/model": 2.0 * s,
+            "grad_norm/model/w": 1.0 * s,
+            "update_ratio/model/w": 1e-3,
+        }
+        for s in (5, 10)
+    ]
+    page = render(fake_run(tmp_path, {"step": 10}, records))
+    around = {image["alt"].split(":")[0]: enclosing for image, enclosing in page.images}
+    assert set(around) == {"training curves", "training dynamics", "samples at step-0000010"}
+    tags = dict(around["training dynamics"])
+    assert "figure" in tags and "open" not in tags["details"]  # collapsed by default, with a caption
+    assert "details" not in dict(around["training curves"])  # the curves stay in view
+    assert any(s.startswith("Training dynamics") for s in page.summaries)
+    assert not any(row[0].startswith(("grad_norm", "update_ratio")) for row in page.rows())  # not in the step table
+
+
+def test_no_dynamics_section_without_diagnostics(tmp_path):
+    page = render(fake_run(tmp_path, {"step": 10}, [{"step": 10, "loss": 1.0}]))
+    assert page.summaries == [] and "Training curves" in page.headings

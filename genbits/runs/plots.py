@@ -116,6 +116,11 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
 
 
 DYNAMICS = ("grad_norm/", "update_ratio/", "spectral_norm/")
+DYNAMICS_TITLES = {  # what each panel shows, so the figure reads without genbits/metrics/dynamics.py at hand
+    "grad_norm/": "gradient norm before clipping (thick: a player's whole gradient; thin: one parameter)",
+    "update_ratio/": "‖Δθ‖ / ‖θ‖ of each update, per parameter",
+    "spectral_norm/": "largest singular value of each weight matrix (power iteration)",
+}
 
 
 def plot_dynamics(records: list[dict], path: Path) -> bool:
@@ -133,6 +138,7 @@ def plot_dynamics(records: list[dict], path: Path) -> bool:
                 ax.plot(*zip(*points, strict=True), lw=2.5 if player_total else 0.8, label=key.removeprefix(kind))
         ax.set_yscale("log")
         ax.set_ylabel(kind.rstrip("/"))
+        ax.set_title(DYNAMICS_TITLES[kind], fontsize=9)
         if len(keys) <= 12:
             ax.legend(fontsize=6, loc="best")
     axes[-1, 0].set_xlabel("step")
