@@ -204,3 +204,4 @@ def test_experiment_report_in_a_browser(tmp_path):
     seen = open_report(tmp_path / "exp" / "report.html", tmp_path)
     assert_readable(seen)
     assert seen.image("figure")["shown"] > 0
+    assert seen.tables == 1 and "Dirac-GAN: predicted spectral radius vs measured growth" in seen.headings  # table.md

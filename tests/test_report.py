@@ -1,5 +1,5 @@
-"""The reports' HTML structure: mode coverage as tables, units beside the numbers, the dynamics collapsed. Run
-directories are written by hand, so each test renders in a second without training."""
+"""The reports' HTML structure: mode coverage as tables, units beside the numbers, experiment tables as HTML tables,
+the dynamics collapsed. Run directories are written by hand, so each test renders in a second without training."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import pytest
 
-from genbits.runs.report import write_report
+from genbits.runs.report import markdown, write_experiment_report, write_report
 
 MODES = {"modes_captured": 6, "high_quality": 0.253, "jsd": 0.38437812737406285, "counts": [40, 33, 18, 38, 20, 36, 5]}
 
@@ -132,3 +133,49 @@ def test_dynamics_are_collapsed_with_a_labelled_plot(tmp_path):
 def test_no_dynamics_section_without_diagnostics(tmp_path):
     page = render(fake_run(tmp_path, {"step": 10}, [{"step": 10, "loss": 1.0}]))
     assert page.summaries == [] and "Training curves" in page.headings
+
+
+def test_markdown_tables_paragraphs_headings_and_escaping():
+    text = "\n".join(
+        [
+            "# Title <b>",
+            "",
+            "A paragraph on",
+            "two lines & **bold**.",
+            "| rule | ρ | ok |",
+            "|---|---:|:---:|",
+            "| GD <script>alert(1)</script> | 1.001 | **yes** |",
+            "| a \\| b | 2 | no |",
+            "",
+            "## Below",
+            "| not a table |",
+            "| no delimiter row |",
+        ]
+    )
+    out = markdown(text)
+    assert "<script>" not in out and "<b>" not in out
+    assert out.startswith("<h3>Title &lt;b&gt;</h3><p>A paragraph on two lines &amp; <strong>bold</strong>.</p>")
+    assert '<tr><th>rule</th><th style="text-align:right">ρ</th><th style="text-align:center">ok</th></tr>' in out
+    assert "<td>GD &lt;script&gt;alert(1)&lt;/script&gt;</td>" in out
+    assert '<td style="text-align:center"><strong>yes</strong></td>' in out
+    assert "<td>a | b</td>" in out  # an escaped bar stays in its cell
+    assert "<h4>Below</h4><p>| not a table | | no delimiter row |</p>" in out
+    page = Page(out)
+    assert page.tables == [
+        [["rule", "ρ", "ok"], ["GD <script>alert(1)</script>", "1.001", "yes"], ["a | b", "2", "no"]]
+    ]
+
+
+@pytest.mark.parametrize("top", [2, 3])
+def test_markdown_heading_levels(top):
+    assert markdown("# a\n## b\n####### deep", top) == f"<h{top}>a</h{top}><h{top + 1}>b</h{top + 1}><h6>deep</h6>"
+
+
+def test_experiment_tables_are_html_tables(tmp_path):
+    (tmp_path / "table.md").write_text("# Result\n\n| rule | verdict |\n|---|---|\n| RK4 | bounded |\n")
+    plt.imsave(tmp_path / "figure.png", [[0.0, 1.0], [1.0, 0.0]])
+    text = write_experiment_report(tmp_path, "demo").read_text()
+    page = Page(text)
+    assert "<pre>" not in text and page.tables == [[["rule", "verdict"], ["RK4", "bounded"]]]
+    assert page.headings == ["genbits experiment: demo", "table.md", "Result", "figure"]
+    assert [alt["alt"] for alt, _ in page.images] == ["figure"]

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -147,13 +149,70 @@ def page(title: str, sections: list[str]) -> str:
     )
 
 
+# ---- Markdown, as experiments write it ------------------------------------------------------------------------
+
+DELIMITER = re.compile(r"\s*:?-+:?\s*")
+
+
+def inline(text: str) -> str:
+    """Escaped text with ``**bold**``: escaping comes first, so no input can add a tag."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", html.escape(text))
+
+
+def cells(line: str) -> list[str]:
+    """``| a | b |`` → ["a", "b"]; ``\\|`` is a literal bar."""
+    parts = re.split(r"(?<!\\)\|", line.strip().removeprefix("|").removesuffix("|"))
+    return [p.strip().replace("\\|", "|") for p in parts]
+
+
+def pipe_table(lines: list[str]) -> str:
+    """A pipe table (header, delimiter row, body) with its column alignment; without a delimiter row, a paragraph."""
+    rows = [cells(line) for line in lines]
+    if len(rows) < 2 or not all(DELIMITER.fullmatch(c) for c in rows[1]):
+        return f"<p>{inline(' '.join(lines))}</p>"
+    align = [
+        "right" if c.endswith(":") and not c.startswith(":") else "center" if c.endswith(":") else "" for c in rows[1]
+    ]
+
+    def row(values: list[str], tag: str) -> str:
+        styles = [f' style="text-align:{a}"' if a else "" for a in align] + [""] * len(values)
+        styled = (f"<{tag}{style}>{inline(v)}</{tag}>" for v, style in zip(values, styles, strict=False))
+        return f"<tr>{''.join(styled)}</tr>"
+
+    return f"<table>{row(rows[0], 'th')}{''.join(row(r, 'td') for r in rows[2:])}</table>"
+
+
+def markdown(text: str, top: int = 3) -> str:
+    """The Markdown experiments write, as HTML: pipe tables, paragraphs, ``#`` headings (``#`` at level ``top``) and
+    ``**bold**``; anything else shows as escaped text. Small on purpose: genbits writes these files itself, and a
+    Markdown library would be a dependency for four constructs."""
+
+    def kind(line: str) -> str:
+        line = line.strip()
+        if not line:
+            return "blank"
+        return "table" if line.startswith("|") else "heading" if re.match(r"#+\s", line) else "text"
+
+    out = []
+    for what, group in itertools.groupby(text.splitlines(), kind):
+        lines = [line.strip() for line in group]
+        if what == "table":
+            out.append(pipe_table(lines))
+        elif what == "text":
+            out.append(f"<p>{inline(' '.join(lines))}</p>")
+        elif what == "heading":
+            for line in lines:
+                hashes, title = line.split(maxsplit=1)
+                level = min(top + len(hashes) - 1, 6)
+                out.append(f"<h{level}>{inline(title)}</h{level}>")
+    return "".join(out)
+
+
 def write_experiment_report(run_dir: str | Path, title: str) -> Path:
-    """report.html of an experiment directory: its tables (``*.md``, shown as text) and figures (``*.png``)."""
+    """report.html of an experiment directory: its tables (``*.md``, rendered as HTML) and figures (``*.png``)."""
     path = Path(run_dir)
     sections = [f"<h1>genbits experiment: {html.escape(title)}</h1>"]
-    sections += [
-        f"<h2>{html.escape(t.name)}</h2><pre>{html.escape(t.read_text())}</pre>" for t in sorted(path.glob("*.md"))
-    ]
+    sections += [f"<h2>{html.escape(t.name)}</h2>{markdown(t.read_text())}" for t in sorted(path.glob("*.md"))]
     sections += [f"<h2>{html.escape(f.stem)}</h2>{inline_png(f)}" for f in sorted(path.glob("*.png"))]
     out = path / "report.html"
     out.write_text(page(title, sections))
