@@ -116,7 +116,9 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
         "--v=0",
         f"--user-data-dir={profile}",
     ]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"chromium exited with {done.returncode}:\n{done.stderr[-3000:]}"
+    return done
 
 
 def external_references(page: str) -> list[str]:
@@ -205,3 +207,26 @@ def test_experiment_report_in_a_browser(tmp_path):
     assert_readable(seen)
     assert seen.image("figure")["shown"] > 0
     assert seen.tables == 1 and "Dirac-GAN: predicted spectral radius vs measured growth" in seen.headings  # table.md
+
+
+def test_the_check_sees_a_broken_page(tmp_path):
+    """The probe itself: a broken image, a script error, a console error and a remote image are all reported."""
+    broken = tmp_path / "broken.html"
+    tiny = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
+    body = (
+        '<img alt="truncated" src="data:image/png;base64,AAAA">'
+        f'<img alt="one pixel" src="data:image/png;base64,{tiny}">'
+        "<script>console.error('boom'); missing();</script>"
+    )
+    broken.write_text(f"<!doctype html><html><head><title>t</title></head><body>{body}</body></html>")
+    seen = open_report(broken, tmp_path)
+    assert any("failed to load <IMG> data:image/png" in p for p in seen.problems), seen.problems
+    assert any("console.error: boom" in p for p in seen.problems) and any("missing" in p for p in seen.problems)
+    assert seen.image("one pixel")["width"] == 1 and seen.image("truncated")["width"] == 0
+    with pytest.raises(AssertionError, match="single colour"):
+        assert_readable(Seen(**{**seen.__dict__, "problems": [], "images": [seen.image("one pixel") | {"colours": 3}]}))
+    remote = broken.read_text().replace("data:image/png;base64,AAAA", "https://example.com/a.png")
+    assert external_references(remote) == ["https://example.com/a.png"]
+    broken.write_text(remote)
+    with pytest.raises(AssertionError, match="example.com"):
+        open_report(broken, tmp_path)
