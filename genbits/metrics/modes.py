@@ -16,7 +16,12 @@ def _kl(p: Tensor, q: Tensor) -> Tensor:
     return terms.sum()
 
 
-def mode_coverage(samples: Tensor, centres: Tensor, std: float, min_count: int = 10) -> dict[str, float | list[int]]:
+MIN_COUNT = 10  # high-quality samples for a mode to count as captured (see mode_coverage)
+
+
+def mode_coverage(
+    samples: Tensor, centres: Tensor, std: float, min_count: int = MIN_COUNT
+) -> dict[str, float | list[int]]:
     """Modes captured, share of high-quality samples and JSD to the uniform mode histogram.
 
     Each sample goes to its nearest centre and is high quality when within 3·std of it (Euclidean distance).

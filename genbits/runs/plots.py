@@ -16,6 +16,7 @@ from torch import Tensor  # noqa: E402
 
 from genbits.data.base import SampledDataset  # noqa: E402
 from genbits.models.base import Density, balanced_labels, device_of, num_classes_of  # noqa: E402
+from genbits.runs.units import label  # noqa: E402
 from genbits.train.stream import seeded_generator  # noqa: E402
 
 
@@ -115,6 +116,11 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
 
 
 DYNAMICS = ("grad_norm/", "update_ratio/", "spectral_norm/")
+DYNAMICS_TITLES = {  # what each panel shows, so the figure reads without genbits/metrics/dynamics.py at hand
+    "grad_norm/": "gradient norm before clipping (thick: a player's whole gradient; thin: one parameter)",
+    "update_ratio/": "‖Δθ‖ / ‖θ‖ of each update, per parameter",
+    "spectral_norm/": "largest singular value of each weight matrix (power iteration)",
+}
 
 
 def plot_dynamics(records: list[dict], path: Path) -> bool:
@@ -132,6 +138,7 @@ def plot_dynamics(records: list[dict], path: Path) -> bool:
                 ax.plot(*zip(*points, strict=True), lw=2.5 if player_total else 0.8, label=key.removeprefix(kind))
         ax.set_yscale("log")
         ax.set_ylabel(kind.rstrip("/"))
+        ax.set_title(DYNAMICS_TITLES[kind], fontsize=9)
         if len(keys) <= 12:
             ax.legend(fontsize=6, loc="best")
     axes[-1, 0].set_xlabel("step")
@@ -156,7 +163,7 @@ def plot_metrics(records: list[dict], path: Path) -> list[str]:
     for ax, name in zip(axes[:, 0], names, strict=True):
         points = [(r["step"], r[name]) for r in records if name in r]
         ax.plot(*zip(*points, strict=True))
-        ax.set_ylabel(name)
+        ax.set_ylabel(label(name))
         for r in records:
             if r.get("event") == "rollback":
                 ax.axvline(r["step"], color="red", alpha=0.4)

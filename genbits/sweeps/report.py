@@ -25,6 +25,7 @@ import yaml  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from genbits.runs.report import inline_png, page  # noqa: E402
+from genbits.runs.units import label as with_unit  # noqa: E402
 from genbits.sweeps.sweep import collect, outcome_counts, read_spec, short_labels  # noqa: E402
 
 Row = dict[str, Any]
@@ -43,7 +44,7 @@ def write_sweep_report(sweep_dir: str | Path) -> Path:
     sections = [
         f"<h1>genbits sweep: {html.escape(sweep_dir.name)}</h1><p>{len(rows)} runs: {counts}</p>",
         "<h2>Stability</h2>" + inline_png(sweep_dir / "stability.png"),
-        f"<h2>Grid points (final {metric})</h2>" + point_table(rows, keys, metric),
+        f"<h2>Grid points: final {with_unit(metric)}</h2>" + point_table(rows, keys, metric),
         "<h2>Runs</h2>" + run_table(rows, metric),
         f"<h2>Sweep</h2><pre>{html.escape(json.dumps(sweep, indent=2))}</pre>",
         f"<h2>Base config</h2><pre>{html.escape(yaml.safe_dump(spec['config'], sort_keys=False))}</pre>",
@@ -135,7 +136,7 @@ def plot_stability(rows: list[Row], keys: list[str], metric: str, path: Path) ->
             ax.set_xticks([json.loads(v) for v in xs], [f"{json.loads(v):g}" for v in xs])
         elif not numeric:
             ax.set_xticks(range(len(xs)), [str(json.loads(v)) if x else "base" for v in xs])
-    left.set_ylabel(f"final {metric}")
+    left.set_ylabel(f"final {with_unit(metric)}")
     left.set_title("median over seeds, min–max band, seeds as dots; × on top: a seed diverged", fontsize=9)
     right.set_ylabel("fraction of seeds converged")
     right.set_ylim(-0.05, 1.05)
@@ -187,4 +188,4 @@ def run_table(rows: list[Row], metric: str) -> str:
         else [r["run"], "unfinished", None, None, None, None]
         for r in rows
     ]
-    return html_table(["run", "outcome", "reason", f"final {metric}", "step", "wall time (s)"], body)
+    return html_table(["run", "outcome", "reason", f"final {with_unit(metric)}", "step", "wall time (s)"], body)
