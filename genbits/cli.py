@@ -323,6 +323,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=count, default=128)
     p.add_argument("--lr", type=positive, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (for logs)")
 
     p = command("report", "write a self-contained report.html for a run or a sweep")
     p.add_argument("run_dir", type=Path)
@@ -498,7 +499,9 @@ def cmd_features(args: argparse.Namespace) -> int:
         from genbits.metrics.feature_training import save_feature_net, train_feature_net
 
         out = output_file(args.out or Path(f"{args.target}.safetensors"), "--out", (".safetensors",))
-        net, metadata = train_feature_net(args.target, {}, args.epochs, args.batch_size, args.lr, args.seed)
+        net, metadata = train_feature_net(
+            args.target, {}, args.epochs, args.batch_size, args.lr, args.seed, progress=not args.no_progress
+        )
         path = save_feature_net(net, metadata, out)
         print(f"test accuracy {metadata['test_accuracy']:.4f} → {path}")
         return 0

@@ -182,3 +182,20 @@ def test_pooled_experiments_run_one_process_on_a_gpu_unless_told():
     assert Placement("cuda").pool(cpu_default=8) == 1
     assert Placement("cpu").pool(cpu_default=8) == 8
     assert Placement("cuda", workers=3).pool(cpu_default=8) == 3
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "flow-ring"],
+        ["eval", "runs/x"],
+        ["sweep", "flow-ring"],
+        ["demo"],
+        ["experiment", "mode-seeking"],
+        ["features", "train", "digits"],
+    ],
+)
+def test_every_long_command_takes_no_progress(argv):
+    from genbits.cli import parser
+
+    assert parser().parse_args([*argv, "--no-progress"]).no_progress
