@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,7 @@ class TrainConfig:
     tensorboard: bool = False  # also write metrics and sample plots to RUN/tensorboard/ (train/tensorboard.py)
 
 
+LENGTH = ("train.steps", "train.samples")  # changing only these extends (or shortens) a run
 OBSERVE_ONLY = (
     "train.diagnostics",
     "train.tensorboard",
@@ -138,7 +140,7 @@ class Config:
         """Identity of a run: everything but its length, ``train.steps`` / ``train.samples`` (raising it extends a
         run), and what only observes it (``OBSERVE_ONLY``: changing it on resume changes no number of the run)."""
         plain = self.to_dict()
-        for key in ("train.steps", "train.samples", *OBSERVE_ONLY):
+        for key in (*LENGTH, *OBSERVE_ONLY):
             section, name = key.split(".")
             plain[section].pop(name)
         return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
@@ -277,13 +279,18 @@ def load_config(source: str | Path | dict[str, Any] | None = None, overrides: ty
     return validate(_build(Config, plain, ""))
 
 
+def components(config: Config) -> Iterator[tuple[str, Registry, Component]]:
+    """(dotted place, its registry, the component there) for every registry-built part of ``config``."""
+    for where, table in COMPONENT_TABLES.items():
+        section, _, sub = where.partition(".")
+        yield where, table, getattr(getattr(config, section), sub) if sub else getattr(config, section)
+
+
 def validate(config: Config) -> Config:
     """Check every component's name and options against its registry (coercing option types)."""
     import genbits.components  # noqa: F401  (fills the registries)
 
-    for where, table in COMPONENT_TABLES.items():
-        section, _, sub = where.partition(".")
-        component = getattr(getattr(config, section), sub) if sub else getattr(config, section)
+    for where, table, component in components(config):
         table[component.name]  # noqa: B018  (unknown names raise with a suggestion)
         component.options = table.validate(component.name, component.options, where)
     if config.train.samples:

@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from genbits.config import COMPONENT_TABLES, PRESET_DIR, Config, load_config, presets
+from genbits.config import COMPONENT_TABLES, PRESET_DIR, Config, components, load_config, presets
 from genbits.registry import MODELS, Registry
 from genbits.train import checkpoint
 from genbits.train.rundir import RunDir
@@ -77,9 +77,7 @@ def catalogue() -> dict[str, list[tuple[str, str]]]:
 def with_defaults(config: Config) -> Config:
     """``config`` with every component's unset options at their defaults: what the run will actually use, in a
     form that trains the same model when saved as YAML."""
-    for where, table in COMPONENT_TABLES.items():
-        section, _, sub = where.partition(".")
-        component = getattr(getattr(config, section), sub) if sub else getattr(config, section)
+    for _, table, component in components(config):
         defaults = {k: p.default for k, p in table.options(component.name).items() if p.default is not p.empty}
         component.options = {**defaults, **component.options}
     return load_config(config.to_dict())

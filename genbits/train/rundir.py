@@ -14,10 +14,8 @@ from typing import Any
 
 import torch
 
-from genbits.config import OBSERVE_ONLY, Config, diff, load_config
+from genbits.config import LENGTH, OBSERVE_ONLY, Config, diff, load_config
 from genbits.errors import ConfigError, GenbitsError
-
-LENGTH = ("train.steps", "train.samples")  # changing only these extends (or shortens) a run
 
 
 class RunDir:
