@@ -85,7 +85,7 @@ def with_defaults(config: Config) -> Config:
 
 def latest_step(run: RunDir) -> int | None:
     files = checkpoint.list_checkpoints(run.checkpoints)
-    return int(checkpoint.NAME.match(files[-1].name).group(1)) if files else None
+    return checkpoint.checkpoint_step(files[-1]) if files else None
 
 
 def last_loss(records: list[dict[str, Any]]) -> str:

@@ -110,6 +110,11 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if NAME.match(p.name))
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step a checkpoint file holds, from its name."""
+    return int(NAME.match(path.name).group(1))
+
+
 def read_metadata(path: Path) -> dict[str, str]:
     """The JSON header of a safetensors file, read without loading (or unpickling) anything."""
     try:

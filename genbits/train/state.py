@@ -138,7 +138,7 @@ class NanPolicy:
     def on_nan(self, step: int, error: NonFiniteLoss) -> int:
         """The step training continues from after a non-finite loss at ``step + 1``; raises TrainingDiverged
         when the policy is to stop (or no rollback is left)."""
-        where = f"{self.checkpoints.last} (step {checkpoint_step(self.checkpoints.last)})"
+        where = f"{self.checkpoints.last} (step {checkpoint.checkpoint_step(self.checkpoints.last)})"
         if self.cfg.on_nan == "stop" or self.rollbacks >= self.cfg.max_rollbacks:
             raise TrainingDiverged(
                 f"step {step + 1}: {error}; stopped. Last good checkpoint: {where}. "
@@ -155,7 +155,3 @@ class NanPolicy:
             self.board.log(event)
             tqdm.write(f"step {step}: non-finite loss ({error}); rolled back to {where}, LR × {self.lr_scale:g}")
         return step
-
-
-def checkpoint_step(path: Path) -> int:
-    return int(checkpoint.NAME.match(path.name).group(1))
