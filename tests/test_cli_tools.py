@@ -114,14 +114,19 @@ def test_observe_only_settings_may_change_on_resume_and_change_no_number(tmp_pat
     assert main(["train", "flow-ring", *TINY, "--set", "train.seed=1", "--run-dir", str(tmp_path / "changed")]) == 2
 
 
-def test_outputs_get_the_permissions_of_every_other_file(tmp_path):
+def test_outputs_get_the_permissions_of_every_other_file(tmp_path, monkeypatch):
+    """Checkpoints and the reference-feature cache (safetensors, written 0600 by the library) as config.yaml."""
+    monkeypatch.setenv("GENBITS_CACHE", str(tmp_path / "cache"))
     old = os.umask(0o022)
     try:
         train_tiny(tmp_path / "run")
+        assert main(["eval", str(tmp_path / "run"), "-n", "200", "--metrics", "fid", "--no-progress"]) == 0
     finally:
         os.umask(old)
     files = checkpoint.list_checkpoints(tmp_path / "run" / "checkpoints")
-    modes = {stat.S_IMODE(f.stat().st_mode) for f in [*files, tmp_path / "run" / "config.yaml"]}
+    cached = list((tmp_path / "cache").rglob("*.safetensors"))
+    assert len(cached) == 1 and not list((tmp_path / "cache").rglob("*.tmp*"))
+    modes = {stat.S_IMODE(f.stat().st_mode) for f in [*files, *cached, tmp_path / "run" / "config.yaml"]}
     assert modes == {0o644}
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from genbits.data import build_dataset
@@ -39,6 +39,7 @@ from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
 from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
 from genbits.runs import Run
+from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
@@ -137,9 +138,7 @@ def reference_features(run: Run, features: Extractor, n: int, progress: bool = F
             warnings.warn(f"ignoring unreadable reference cache {path}: {e}", stacklevel=2)
     result = features(test_batch(run, n), progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({"features": result.contiguous()}, str(temporary), metadata={"key": json.dumps(key, default=str)})
-    temporary.replace(path)
+    write_safetensors({"features": result.contiguous()}, path, {"key": json.dumps(key, default=str)})
     return result
 
 

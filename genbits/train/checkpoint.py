@@ -83,8 +83,10 @@ def save(directory: Path, step: int, state: dict[str, Any], config_hash: str, ke
 
 def write_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
     """Write a safetensors file atomically (temporary name, fsync, rename) with the permissions of any other file
-    the user creates (0666 minus the umask; safetensors itself writes 0600, unreadable to a group that shares runs)."""
-    tmp = path.with_suffix(".tmp")
+    the user creates (0666 minus the umask; safetensors itself writes 0600, unreadable to a group that shares runs).
+    The temporary name is the process's own, so processes writing the same file (sweep workers filling one
+    reference-feature cache) never write into each other's."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata=metadata)
     umask = os.umask(0)
     os.umask(umask)
