@@ -2,7 +2,6 @@
 O(h³) local error of the derived drift terms, exact resume for every rule, and option validation."""
 
 import cmath
-import json
 import math
 import os
 import subprocess
@@ -11,6 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
+from helpers import assert_same_state, final_state
 from torch import nn
 
 import genbits.components  # noqa: F401  (fills the registries)
@@ -170,10 +170,6 @@ def dirac_config(rule: dict, steps: int, **optim):
         {**DIRAC_RUN, "optim": {**DIRAC_RUN["optim"], **optim, "rule": rule}},
         [f"train.steps={steps}"],
     )
-
-
-def final_state(run_dir):
-    return checkpoint.load_latest(run_dir / "checkpoints")[2]
 
 
 @pytest.mark.parametrize(
@@ -394,12 +390,6 @@ RESUMED = [
 ]
 
 
-def flat_state(state) -> tuple[str, dict]:
-    tensors = {}
-    skeleton = checkpoint.flatten(state, tensors)
-    return json.dumps(skeleton, sort_keys=True), tensors
-
-
 @pytest.mark.parametrize("rule,optim", RESUMED, ids=[f"{r['name']}-{i}" for i, (r, _) in enumerate(RESUMED)])
 def test_every_rule_resumes_exactly(tmp_path, rule, optim):
     """N steps, then extended to 2N == 2N in one go: torch.equal on every tensor of the checkpoint (model, the
@@ -407,14 +397,12 @@ def test_every_rule_resumes_exactly(tmp_path, rule, optim):
     train(dirac_config(rule, 5, **optim), tmp_path / "split", progress=False)
     train(dirac_config(rule, 10, **optim), tmp_path / "split", progress=False)
     train(dirac_config(rule, 10, **optim), tmp_path / "whole", progress=False)
-    split, whole = final_state(tmp_path / "split"), final_state(tmp_path / "whole")
-    (skeleton_a, tensors_a), (skeleton_b, tensors_b) = flat_state(split), flat_state(whole)
-    assert skeleton_a == skeleton_b and tensors_a.keys() == tensors_b.keys()
-    assert all(torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a), [
-        k for k in tensors_a if not torch.equal(tensors_a[k], tensors_b[k])
-    ]
+    split = final_state(tmp_path / "split")
+    assert_same_state(split, final_state(tmp_path / "whole"))
     if rule["name"] == "optimistic":
-        assert any(k.startswith("rule.memory.previous") for k in tensors_a)
+        tensors = {}
+        checkpoint.flatten(split, tensors)
+        assert any(k.startswith("rule.memory.previous") for k in tensors)
     metrics = [[{k: v for k, v in r.items() if k != "time"} for r in RunDir(d).metrics()] for d in ("split", "whole")]
     assert metrics[0] == metrics[1]
 

@@ -7,10 +7,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import assert_same_state, final_state
 
 from genbits import load_config, load_run
 from genbits.errors import CheckpointError, ConfigError, GenbitsError
@@ -24,22 +24,8 @@ def config(*overrides, model="gaussian"):
     return load_config("flow-ring", [f"model.name={model}", *FAST, *overrides])
 
 
-def final_state(run_dir):
-    _, _, state = checkpoint.load_latest(Path(run_dir) / "checkpoints")
-    return state
-
-
 def metrics_without_time(run_dir):
     return [{k: v for k, v in r.items() if k != "time"} for r in RunDir(run_dir).metrics()]
-
-
-def assert_same_state(a, b):
-    """Every saved tensor (parameters, EMA, optimizer, batch stream, every RNG) and every saved value is identical."""
-    tensors_a, tensors_b = {}, {}
-    skeleton_a, skeleton_b = checkpoint.flatten(a, tensors_a), checkpoint.flatten(b, tensors_b)
-    assert tensors_a.keys() == tensors_b.keys()
-    assert [k for k in tensors_a if not torch.equal(tensors_a[k], tensors_b[k])] == []
-    assert skeleton_a == skeleton_b
 
 
 def test_extending_a_run_is_bit_exact(tmp_path):

@@ -1,10 +1,9 @@
 """Objectives that see training progress: the ramp against hand values, the loop telling every evaluation of a step
 the same (step, total), and a run whose loss weight ramps resuming bit for bit."""
 
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import assert_same_state, final_state
 
 from genbits import load_config
 from genbits.objectives.base import FINISHED, Losses, Objective, Progress, ramp
@@ -67,10 +66,6 @@ def config(*overrides: str):
     return load_config("flow-ring", [*fast, "train.batch_size=32", "optim.optimizer=sgd", "optim.lr=0.05", *overrides])
 
 
-def final_state(run_dir: Path) -> dict:
-    return checkpoint.load_latest(run_dir / "checkpoints")[2]
-
-
 def test_a_ramped_objective_resumes_bit_for_bit_and_sees_each_step(tmp_path, seen):
     """Cut back to step 8 of 20 and resumed == uninterrupted: every saved tensor and every logged value; the
     objective saw Progress(k, 20) on step k + 1 and its weight followed the ramp."""
@@ -84,10 +79,7 @@ def test_a_ramped_objective_resumes_bit_for_bit_and_sees_each_step(tmp_path, see
     assert seen == [Progress(k, 20) for k in range(8, 20)]  # a resumed run picks up at the restored step
     train(c, tmp_path / "whole", progress=False)
 
-    a, b = final_state(tmp_path / "cut"), final_state(tmp_path / "whole")
-    tensors_a, tensors_b = {}, {}
-    assert checkpoint.flatten(a, tensors_a) == checkpoint.flatten(b, tensors_b)
-    assert [k for k in tensors_a if not torch.equal(tensors_a[k], tensors_b[k])] == []
+    assert_same_state(final_state(tmp_path / "cut"), final_state(tmp_path / "whole"))
     records = [{k: v for k, v in r.items() if k != "time"} for r in RunDir(tmp_path / "whole").metrics()]
     assert records == [{k: v for k, v in r.items() if k != "time"} for r in RunDir(tmp_path / "cut").metrics()]
     assert [(r["seen_step"], r["seen_total"]) for r in records] == [(k, 20) for k in range(20)]
