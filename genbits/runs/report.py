@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genbits.metrics.modes import MIN_COUNT
-from genbits.runs.plots import DYNAMICS, plot_dynamics, plot_metrics
+from genbits.runs.plots import DYNAMICS, DYNAMICS_TITLES, plot_dynamics, plot_metrics
 from genbits.runs.units import label, scaled
 from genbits.train.rundir import RunDir
 
@@ -97,10 +97,7 @@ def dynamics(records: list[dict[str, Any]], tmp: Path) -> str:
     path = tmp / "dynamics.png"
     if not plot_dynamics(records, path):
         return ""
-    caption = (
-        "Logged with train.diagnostics=true, one log-scale panel per kind: gradient norms before clipping (thick: a "
-        "player's whole gradient, thin: one parameter), ‖Δθ‖/‖θ‖ of each update, spectral norms of weight matrices."
-    )
+    caption = "Logged with train.diagnostics=true, one log-scale panel per kind: " + "; ".join(DYNAMICS_TITLES.values())
     alt = "training dynamics: gradient norms, update ratios and spectral norms against step"
     summary = "Training dynamics: gradient norms, update ratios, spectral norms"
     return f"<details><summary>{summary}</summary>{figure(path, alt, caption)}</details>"
