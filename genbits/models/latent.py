@@ -59,6 +59,16 @@ class ImportanceWeighted(Protocol):
 
 
 @runtime_checkable
+class Encodes(Protocol):
+    """A latent model with one latent vector per example: its posterior mean E_q[z | x], (B, units) (active units),
+    and a reconstruction E[x | z = E_q[z | x]], (B, *event) (what reports show beside the data)."""
+
+    def posterior_mean(self, x: Tensor) -> Tensor: ...
+
+    def reconstruct(self, x: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
 class Regularized(Protocol):
     """A model with a training penalty (a scalar, already weighted) that its objective adds to the loss."""
 

@@ -254,6 +254,18 @@ class VAE(nn.Module):
         """The IWAE bound at k per example, (B,)."""
         return iwae_bound(self.log_weights(x, None, k))
 
+    @torch.no_grad()
+    def posterior_mean(self, x: Tensor, draws: int = 64) -> Tensor:
+        """E_q[z | x], (B, latent): the Gaussian's mean, or a Monte Carlo mean through the flow posterior."""
+        if self.posterior_flow is None:
+            return self.posterior(x)[0]
+        return self.rsample_posterior(x, draws)[0].mean(0)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x | z] at z = E_q[z | x]."""
+        return self.decode_mean(self.posterior_mean(x))
+
     # -- generation
 
     @torch.no_grad()

@@ -109,7 +109,10 @@ class Gaussian(Likelihood):
 def log_sub_exp(a: Tensor, b: Tensor) -> Tensor:
     """log(exp(a) − exp(b)) for a ≥ b, stable: a + log(1 − exp(b − a)) (log1mexp, Mächler 2012)."""
     d = (a - b).clamp(min=1e-30)
-    return a + torch.where(d < math.log(2), torch.log(-torch.expm1(-d)), torch.log1p(-torch.exp(-d)))
+    # each branch sees only its own range, so the branch torch.where drops has a finite gradient too (else 0·inf = NaN)
+    near = torch.log(-torch.expm1(-d.clamp(max=math.log(2))))
+    far = torch.log1p(-torch.exp(-d.clamp(min=math.log(2))))
+    return a + torch.where(d < math.log(2), near, far)
 
 
 def logistic_bin_log_mass(upper: Tensor, lower: Tensor) -> Tensor:
