@@ -14,14 +14,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from genbits import load_config
 from genbits.data import build_dataset
 from genbits.data.base import Batch
 from genbits.errors import ConfigError
+from genbits.metrics.latent import importance_sampled
 from genbits.models.latent import ElboParts, kl_diagonal_normals
 from genbits.models.vae import LOG_SCALE_BOUND, VAE
 from genbits.objectives.base import Progress
 from genbits.objectives.elbo import Elbo, Iwae, balancing_weights
 from genbits.registry import MODELS, OBJECTIVES
+from genbits.runs import load_run
+from genbits.runs.evaluate import evaluate
+from genbits.train import train
 
 DATA, LATENT, SIGMA = 4, 2, 0.5
 CONTINUOUS = SimpleNamespace(levels=None)
@@ -285,3 +290,60 @@ def test_bad_vae_settings_are_one_line_config_errors(data, model, message):
 def test_iwae_with_k_0_is_a_config_error():
     with pytest.raises(ConfigError, match="k .* must be >= 1"):
         OBJECTIVES.build("iwae", {"k": 0}, "objective", dataset=None)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def test_the_importance_sampled_estimate_converges_to_the_exact_likelihood_within_its_error():
+    """K = 5,000 in chunks of 2,048 decoder passes: the estimate sits within its Monte Carlo error of log p(x)."""
+    model, w, mu, _, _ = ppca()
+    perturb(model)
+    x = data(w, mu, 64)
+    torch.manual_seed(7)
+    estimate, error = importance_sampled(model, x, 5000, evaluations=2048)
+    exact = exact_log_prob(w, mu, x)
+    z = (estimate - exact) / error
+    assert (z.abs() < 4).all(), z
+    assert abs(z.mean()) < 4 / math.sqrt(len(z))  # no bias beyond the noise (the O(1/K) bias is below it here)
+    one, _ = importance_sampled(model, x, 1)
+    assert (exact - one).mean() > 10 * (exact - estimate).abs().mean()
+
+
+def test_vae_eval_reports_importance_sampled_nll_iwae_and_active_units(tmp_path):
+    config = load_config(
+        {
+            "data": {"name": "digits", "binarize": True},
+            "model": {"name": "vae", "latent": 3, "width": 16, "depth": 1, "likelihood": "bernoulli"},
+            "objective": "elbo",
+            "train": {"steps": 2, "batch_size": 16, "sample_every": None, "ema_decay": 0.0},
+        }
+    )
+    train(config, tmp_path, progress=False)
+    run = load_run(tmp_path)
+    result = evaluate(run, 8, ["nll", "iwae", "kl"], importance_samples=50, iwae_k=5)
+    assert result["importance_samples"] == 50 and result["iwae_k"] == 5
+    assert result["bits_per_dim"] == pytest.approx(result["test_nll"] / (64 * math.log(2)))
+    assert result["test_nll"] <= result["iwae_nll"] + 3 * result["iwae_nll_stderr"]  # more samples, tighter
+    assert len(result["kl_per_unit"]["z"]) == 3 and 0 <= result["active_units"] <= result["latent_units"] == 3
+    assert evaluate(run, 8, ["nll"], importance_samples=50) == evaluate(run, 8, ["nll"], importance_samples=50)
+    with pytest.raises(ConfigError, match="--importance-samples: .* must be >= 1, got 0"):
+        evaluate(run, 8, ["nll"], importance_samples=0)
+    with pytest.raises(ConfigError, match="--iwae-k: .* must be >= 1, got 0"):
+        evaluate(run, 8, ["iwae"], iwae_k=0)
+
+
+def test_nll_of_a_model_without_an_encoder_is_a_config_error(tmp_path):
+    config = load_config(
+        {
+            "data": "ring",
+            "model": {"name": "gan", "arch": "mlp", "width": 8, "depth": 1, "latent": 2},
+            "objective": "gan",
+            "train": {"steps": 1, "batch_size": 8, "sample_every": None, "ema_decay": 0.0},
+        }
+    )
+    train(config, tmp_path, progress=False)
+    for metric in ("nll", "iwae"):
+        with pytest.raises(ConfigError, match=f"{metric!r} needs a density model or a latent model with an encoder"):
+            evaluate(load_run(tmp_path), 8, [metric])
