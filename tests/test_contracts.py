@@ -111,6 +111,7 @@ EXPERIMENT_TESTS = {
     "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_see_the_same_number_of_samples",
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
     "vae-posterior-holes": "test_vae_experiments.py::test_posterior_holes_smoke_measures_every_variant",
+    "latent-families": "test_vae_experiments.py::test_latent_families_smoke_scores_every_family",
 }
 
 

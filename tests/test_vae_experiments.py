@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from genbits.cli import main
-from genbits.experiments import vae_posterior_holes
+from genbits.experiments import latent_families, vae_posterior_holes
 from genbits.registry import MODELS
 
 
@@ -30,6 +30,19 @@ def test_posterior_holes_smoke_measures_every_variant(tiny, tmp_path):
         assert 0 <= seed["hole_mass_0.01"] <= seed["hole_mass_0.1"] <= 1
     assert results["verdict"] in ("holds", "fails", "undecided at this budget")
     assert (tmp_path / "figure.png").stat().st_size > 0 and "Verdict" in (tmp_path / "table.md").read_text()
+
+
+def test_latent_families_smoke_scores_every_family(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENBITS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(latent_families, "TEST_N", 20)
+    monkeypatch.setattr(latent_families, "IMPORTANCE_SAMPLES", 10)
+    args = ["experiment", "latent-families", "--run-dir", str(tmp_path), "--seeds", "1", "--steps", "2"]
+    assert main([*args, "--no-progress"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["summary"]) == set(latent_families.FAMILIES)
+    vae = results["summary"][latent_families.VAE]
+    assert vae["bound_k1"] >= vae["bound_k5"] - 3 * vae["test_nll_stderr"]  # k = 5 is the tighter bound
+    assert results["verdict"] in ("holds", "fails", "undecided at this budget")
 
 
 @pytest.mark.parametrize("posterior", ["gaussian", "flow"])

@@ -11,6 +11,7 @@ from genbits.experiments import (
     gan_conditioning,
     gan_mog,
     gan_spectral_norm,
+    latent_families,
     mode_seeking,
     vae_posterior_holes,
 )
@@ -22,6 +23,6 @@ EXPERIMENTS |= {
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
 }
-EXPERIMENTS["vae-posterior-holes"] = vae_posterior_holes
+EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
 
 __all__ = ["EXPERIMENTS"]
