@@ -47,7 +47,7 @@ from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "iwae", "kl", "fid", "kid", "pr", "modes")
+METRICS = ("nll", "fid", "kid", "pr", "modes", "iwae", "kl")
 UNSAMPLED = ("nll", "iwae", "kl")  # metrics of the data under the model: no model samples, no sampling options
 IMPORTANCE_SAMPLES = 1000  # K of the importance-sampled NLL (--importance-samples)
 IWAE_K = 100  # k of the IWAE bound (--iwae-k)
