@@ -276,8 +276,9 @@ def evaluate(
     how = dict(how or {})
     if how and not sampled:
         raise ConfigError(
-            f"metrics: {', '.join(metrics)} draw no samples, so the sampling options {how_key(how)} would change "
-            f"nothing; add a sample metric ({', '.join(m for m in METRICS if m not in UNSAMPLED)})"
+            f"metrics: {', '.join(metrics)} {'draws' if len(metrics) == 1 else 'draw'} no samples, so the sampling "
+            f"options {how_key(how)} would change nothing; add a sample metric "
+            f"({', '.join(m for m in METRICS if m not in UNSAMPLED)})"
         )
     # samples first: an option the model does not understand fails before any other work
     from_samples = sample_metrics(run, metrics, features, n, progress, how) if sampled else {}
