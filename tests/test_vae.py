@@ -347,3 +347,13 @@ def test_nll_of_a_model_without_an_encoder_is_a_config_error(tmp_path):
     for metric in ("nll", "iwae"):
         with pytest.raises(ConfigError, match=f"{metric!r} needs a density model or a latent model with an encoder"):
             evaluate(load_run(tmp_path), 8, [metric])
+
+
+def test_elbo_terms_are_losses_that_sum_to_minus_the_elbo():
+    model, w, mu, _, _ = ppca()
+    x = data(w, mu, 6)
+    torch.manual_seed(8)
+    terms = model.elbo_terms(x)
+    torch.manual_seed(8)
+    torch.testing.assert_close(sum(terms.values()), -model.elbo(x))
+    assert set(terms) == {"reconstruction", "kl/z"} and (terms["kl/z"] >= 0).all()

@@ -40,8 +40,9 @@ class ElboParts:
         return self.reconstruction - self.total_kl()
 
     def terms(self) -> dict[str, Tensor]:
-        """What ``elbo_terms`` reports: the reconstruction and each group's KL, (B,) each."""
-        return {"reconstruction": self.reconstruction, **{f"kl/{k}": v for k, v in self.kl_per_group().items()}}
+        """What ``elbo_terms`` reports: losses in nats, (B,) each, that sum to −ELBO (as a diffusion model's L_T, L_t,
+        L_0 do): ``reconstruction`` −log p(x | z) and ``kl/<group>`` each group's KL."""
+        return {"reconstruction": -self.reconstruction, **{f"kl/{k}": v for k, v in self.kl_per_group().items()}}
 
 
 @runtime_checkable

@@ -236,7 +236,7 @@ class VAE(nn.Module):
         return self.elbo_parts(x, y).elbo()
 
     def elbo_terms(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """``reconstruction`` (log p(x | z)) and ``kl/z``; elbo = reconstruction − kl/z."""
+        """``reconstruction`` (−log p(x | z)) and ``kl/z``, nats: they sum to −ELBO."""
         return self.elbo_parts(x, y).terms()
 
     def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
