@@ -4,6 +4,7 @@ Gaussian denoiser; and its one-line errors."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 import torch
 from exact_denoisers import gaussian_eps, gaussian_nll
 
+from genbits.cli import main
 from genbits.errors import ConfigError
 from genbits.models.diffusion import (
     DiscreteSchedule,
@@ -214,7 +216,7 @@ def test_negative_elbo_of_the_exact_gaussian_denoiser_bounds_the_nll_and_tighten
     """With σ_t² = β the bound tends to the NLL as T grows; with β̃ it stays a bound, loose by the first steps."""
     torch.manual_seed(0)
     mean, cov = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.diag(torch.tensor([0.02, 1.0])).double()
-    x0 = torch.distributions.MultivariateNormal(mean, cov).sample((2000,))
+    x0 = torch.distributions.MultivariateNormal(mean, cov).sample((1000,))
     nll = gaussian_nll(x0, mean, cov)
 
     def gap(T: int, variance: str) -> tuple[float, float]:
@@ -226,8 +228,8 @@ def test_negative_elbo_of_the_exact_gaussian_denoiser_bounds_the_nll_and_tighten
         return d.mean().item(), d.std().item() / math.sqrt(len(d))
 
     (g10, se10), (g100, se100), (g1000, se1000) = (gap(T, "beta") for T in (10, 100, 1000))
-    assert g10 > g100 + 3 * (se10 + se100) and g1000 < g100, (g10, g100, g1000)
-    assert -3 * se1000 < g1000 < 0.1, (g1000, se1000)
+    assert g10 > max(g100 + 3 * (se10 + se100), g1000 + 3 * (se10 + se1000)), (g10, g100, g1000)
+    assert -3 * se1000 < g1000 < 3 * se1000 + 0.05, (g1000, se1000)  # the bound, and tight up to ~0.05 nats
     loose, se = gap(100, "beta-tilde")
     assert loose > g100 + 0.3 and loose > 3 * se, (loose, g100)
 
@@ -275,3 +277,37 @@ def test_guidance_zero_is_the_conditional_model_and_elbo_is_per_example():
     terms = model.elbo_terms(torch.rand(4, 2), y)
     assert set(terms) == {"L_T", "L_0", *(f"L_{i}" for i in range(1, 20))}
     assert all(v.shape == (4,) for v in terms.values())
+
+
+def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "data: {name: ring}\n"
+        "model: {name: diffusion, net_options: {width: 16, depth: 1}, steps: 20, conditional: true}\n"
+        "objective: {name: denoising, p_uncond: 0.2}\n"
+        "train: {steps: 3, batch_size: 32, sample_every: 0, eval_samples: 200}\n"
+    )
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    out = tmp_path / "x.npy"
+    how = ["--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--guidance", "2"]
+    assert main(["sample", str(run), "-n", "16", "--class", "3", *how, "--out", str(out)]) == 0
+    assert np.load(out).shape == (16, 2)
+    assert main(["eval", str(run), "-n", "100", "--metrics", "elbo,modes", *how, "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert {"test_nelbo", "true_nll", "elbo_gap"} <= result.keys()
+    assert set(result["elbo_terms"]) == {"L_T", "L_0", *(f"L_{i}" for i in range(1, 20))}
+    assert result["test_nelbo"] == pytest.approx(sum(result["elbo_terms"].values()), rel=1e-5)
+    key = "eta=0.5,guidance=2.0,sampler=ddim,steps=5"
+    assert result["sampling"][key]["how"]["guidance"] == 2.0 and "modes" in result["sampling"][key]
+    capsys.readouterr()
+    cases = {
+        ("--class", "8"): "out of range",
+        ("--sampler", "ddm"): "did you mean",
+        ("--steps", "21"): "more than the model's T = 20",
+        ("--eta", "0.3"): "eta is for the ddim sampler",
+    }
+    for argv, message in cases.items():
+        assert main(["sample", str(run), "-n", "4", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
