@@ -11,6 +11,7 @@ so the two have the same parameters for the same architecture (tests/test_unet.p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -34,13 +35,15 @@ class Level(nn.Module):
         self.resample = resample
 
 
-class UNet(nn.Module):
-    """x (B, C, H, W) → (B, C, H, W), conditioned on the noise level (B,) and labels y (B,) or None.
+class Encoder(nn.Module):
+    """The UNet's way down and middle: x (B, C, H, W) → the deepest map (B, C', h, w), the condition embedding and
+    the skip connections. Alone (with a pooling head) it is the noise-conditional classifier's body, as in Dhariwal
+    & Nichol 2021.
 
     ``channels`` × ``multipliers[i]`` channels at level i (level i has resolution ⌈H/2^i⌉), ``num_res_blocks``
-    residual blocks per level on the way down (one more on the way up, to take the extra skip), self-attention
-    after every block of the levels whose resolution is in ``attention`` and in the middle block (residual,
-    attention, residual). ``num_classes``: labels in [0, num_classes], the last being the learned null class."""
+    residual blocks per level, self-attention after every block of the levels whose resolution is in
+    ``attention`` (default: the deepest level's) and in the middle block (residual, attention, residual). ``num_classes``: labels in
+    [0, num_classes], the last being the learned null class."""
 
     def __init__(
         self,
@@ -48,7 +51,7 @@ class UNet(nn.Module):
         channels: int = 32,
         multipliers: Sequence[int] = (1, 2, 2),
         num_res_blocks: int = 2,
-        attention: Sequence[int] = (7,),
+        attention: Sequence[int] | None = None,
         num_classes: int | None = None,
         norm: Norm | None = None,
         activation: Activation = nn.SiLU,
@@ -58,47 +61,71 @@ class UNet(nn.Module):
         super().__init__()
         norm = norm or Norm.named("group")
         if len(shape) != 3:
-            raise ValueError(f"a UNet denoises images (C, H, W); got shape {tuple(shape)}")
+            raise ValueError(f"a UNet takes images (C, H, W); got shape {tuple(shape)}")
         if channels < 1 or num_res_blocks < 1 or not multipliers or min(multipliers) < 1:
             raise ValueError("channels, num_res_blocks and every multiplier must be >= 1")
         self.shape, self.num_res_blocks = tuple(shape), num_res_blocks
-        self.attention, self.dropout, self.head_dim = tuple(attention), dropout, head_dim
         if num_classes:
             self.num_classes = num_classes
         sizes = [self.shape[-1]]
         for _ in multipliers[1:]:
             sizes.append((sizes[-1] + 1) // 2)
+        attention = (sizes[-1],) if attention is None else tuple(attention)
+        self.attention, self.dropout, self.head_dim = attention, dropout, head_dim
         if missing := sorted(set(attention) - set(sizes)):
             raise ValueError(f"attention at resolutions {missing}: this UNet's levels have resolutions {sizes}")
         self.sizes, self.widths = sizes, [channels * m for m in multipliers]
-        widths = self.widths
-        emb = 4 * widths[0]
+        widths, emb = self.widths, 4 * self.widths[0]
         self.embed = ConditionEmbedding(widths[0], emb, num_classes, activation)
-
-        def block(cin: int, cout: int) -> ResidualBlock:
-            return ResidualBlock(cin, cout, emb, norm, activation, dropout)
-
+        self.block = partial(ResidualBlock, emb=emb, norm=norm, activation=activation, dropout=dropout)
         self.input = norm.weight(nn.Conv2d(self.shape[0], widths[0], 3, padding=1))
-        ch, skips = widths[0], [widths[0]]  # channels of h and of every skip connection the way down leaves
+        ch, self.skip_channels = widths[0], [widths[0]]  # channels of h and of every skip the way down leaves
         self.down = nn.ModuleList()
         for i, (width, size) in enumerate(zip(widths, sizes, strict=True)):
             blocks = []
             for _ in range(num_res_blocks):
-                blocks.append(block(ch, width))
+                blocks.append(self.block(ch, width))
                 ch = width
-                skips.append(ch)
+                self.skip_channels.append(ch)
             last = i == len(widths) - 1
             self.down.append(Level(blocks, size in attention, norm, head_dim, None if last else Downsample(ch, norm)))
             if not last:
-                skips.append(ch)
-        self.middle = nn.ModuleList([block(ch, ch), SelfAttention(ch, norm, head_dim), block(ch, ch)])
+                self.skip_channels.append(ch)
+        self.middle = nn.ModuleList([self.block(ch, ch), SelfAttention(ch, norm, head_dim), self.block(ch, ch)])
+        self.out_channels = ch
+
+    def encode(self, x: Tensor, noise: Tensor, y: Tensor | None) -> tuple[Tensor, Tensor, list[Tensor]]:
+        emb = self.embed(noise, y)  # (B, 4·channels)
+        h = self.input(x)  # (B, C, H, W) → (B, widths[0], H, W)
+        skips = [h]
+        for level in self.down:
+            for block, attention in zip(level.blocks, level.attentions, strict=True):
+                h = attention(block(h, emb))
+                skips.append(h)
+            if level.resample is not None:
+                h = level.resample(h)  # (B, c, s, s) → (B, c, ⌈s/2⌉, ⌈s/2⌉)
+                skips.append(h)
+        first, attention, second = self.middle
+        return second(attention(first(h, emb)), emb), emb, skips
+
+
+class UNet(Encoder):
+    """x (B, C, H, W) → (B, C, H, W), conditioned on the noise level (B,) and labels y (B,) or None: the
+    :class:`Encoder`, then per level (deepest first) ``num_res_blocks + 1`` residual blocks, each taking one skip
+    connection, with attention where the way down had it, and an upsampling to the next skip's size."""
+
+    def __init__(self, shape: Sequence[int], norm: Norm | None = None, activation: Activation = nn.SiLU, **options):
+        norm = norm or Norm.named("group")
+        super().__init__(shape, norm=norm, activation=activation, **options)
+        ch, skips = self.out_channels, list(self.skip_channels)
         self.up = nn.ModuleList()
-        for i, (width, size) in reversed(list(enumerate(zip(widths, sizes, strict=True)))):
+        for i, (width, size) in reversed(list(enumerate(zip(self.widths, self.sizes, strict=True)))):
             blocks = []
-            for _ in range(num_res_blocks + 1):
-                blocks.append(block(ch + skips.pop(), width))
+            for _ in range(self.num_res_blocks + 1):
+                blocks.append(self.block(ch + skips.pop(), width))
                 ch = width
-            self.up.append(Level(blocks, size in attention, norm, head_dim, Upsample(ch, norm) if i else None))
+            attend = size in self.attention
+            self.up.append(Level(blocks, attend, norm, self.head_dim, Upsample(ch, norm) if i else None))
         self.output = nn.Sequential(
             norm.activation(ch, True), activation(), norm.weight(nn.Conv2d(ch, self.shape[0], 3, padding=1))
         )
@@ -127,18 +154,7 @@ class UNet(nn.Module):
         }
 
     def forward(self, x: Tensor, noise: Tensor, y: Tensor | None = None) -> Tensor:
-        emb = self.embed(noise, y)  # (B, 4·channels)
-        h = self.input(x)  # (B, C, H, W) → (B, widths[0], H, W)
-        skips = [h]
-        for level in self.down:
-            for block, attention in zip(level.blocks, level.attentions, strict=True):
-                h = attention(block(h, emb))
-                skips.append(h)
-            if level.resample is not None:
-                h = level.resample(h)  # (B, c, s, s) → (B, c, ⌈s/2⌉, ⌈s/2⌉)
-                skips.append(h)
-        first, attention, second = self.middle
-        h = second(attention(first(h, emb)), emb)
+        h, emb, skips = self.encode(x, noise, y)
         for level in self.up:
             for block, attention in zip(level.blocks, level.attentions, strict=True):
                 h = attention(block(torch.cat([h, skips.pop()], dim=1), emb))
