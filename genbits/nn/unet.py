@@ -42,8 +42,8 @@ class Encoder(nn.Module):
 
     ``channels`` × ``multipliers[i]`` channels at level i (level i has resolution ⌈H/2^i⌉), ``num_res_blocks``
     residual blocks per level, self-attention after every block of the levels whose resolution is in
-    ``attention`` (default: the deepest level's) and in the middle block (residual, attention, residual). ``num_classes``: labels in
-    [0, num_classes], the last being the learned null class."""
+    ``attention`` (default: the deepest level's) and in the middle block (residual, attention, residual).
+    ``num_classes``: labels in [0, num_classes], the last being the learned null class."""
 
     def __init__(
         self,
