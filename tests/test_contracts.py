@@ -39,6 +39,7 @@ HERE = Path(__file__).parent
 TRAIN = {"steps": 2, "batch_size": 16, "log_every": 1, "sample_every": None, "checkpoint_every": 1, "ema_decay": 0.0}
 MLP_GAN = {"name": "gan", "arch": "mlp", "width": 16, "depth": 1, "latent": 4}
 FLOW = {"name": "flow", "layers": 2}
+DIFFUSION = {"name": "diffusion", "net_options": {"width": 16, "depth": 1}, "steps": 20}
 NOISY_CLASSIFIER = {"name": "noisy-classifier", "channels": 8, "multipliers": [1, 2], "head_dim": 8, "steps": 50}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
@@ -48,6 +49,12 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": "gan"},
     "conditional gan": {"data": "digits", "model": {**MLP_GAN, "conditioning": "concat"}, "objective": "gan"},
     "dirac-gan": {"data": "dirac", "model": "dirac-gan", "objective": "gan", "optim": {"optimizer": "sgd"}},
+    "diffusion": {"data": "ring", "model": DIFFUSION, "objective": "denoising"},
+    "conditional diffusion": {
+        "data": "digits",
+        "model": {**DIFFUSION, "conditional": True, "schedule": "sigma", "schedule_options": {"bound_steps": 20}},
+        "objective": {"name": "denoising", "weighting": "min-snr", "p_uncond": 0.2},
+    },
     "noisy-classifier": {"data": "digits", "model": NOISY_CLASSIFIER, "objective": "noisy-classification"},
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -62,6 +69,7 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "gan", "r1": 1.0}},
     "least-squares": {"data": "ring", "model": MLP_GAN},
     "f-gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "f-gan", "divergence": "kl"}},
+    "denoising": {"data": "digits", "model": {**DIFFUSION, "prediction": "v", "conditional": True}},
     "noisy-classification": {"data": "digits", "model": NOISY_CLASSIFIER},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}

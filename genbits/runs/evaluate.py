@@ -3,6 +3,9 @@
 - ``nll``: held-out NLL for density models (and the truth's NLL on the same samples where the data density is
   known, so the gap is the KL from data to model; for images the uniform-dequantization bound on the discrete
   likelihood, also in bits/dim).
+- ``elbo``: for latent-variable models, −ELBO on held-out data: an upper bound on the same NLL as ``nll`` (nats,
+  bits/dim for images, the gap to the true NLL on toys), with the model's terms (``elbo_terms``: a diffusion model's
+  L_T, L_t, L_0; a VAE's reconstruction and KL) averaged under ``elbo_terms``.
 - ``fid``, ``kid``, ``pr``: sample quality on features of model samples vs held-out data (the test split, or fresh
   samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
   fingerprint (weights hash + preprocessing).
@@ -31,34 +34,53 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from genbits.data import build_dataset
-from genbits.data.base import SampledDataset, dequantize
+from genbits.data.base import Batch, SampledDataset, dequantize
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
-from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
+from genbits.models.base import (
+    Conditional,
+    Density,
+    Generative,
+    LatentVariable,
+    balanced_labels,
+    device_of,
+    how_key,
+    num_classes_of,
+)
 from genbits.runs import Run
 from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "fid", "kid", "pr", "modes")
+METRICS = ("nll", "elbo", "fid", "kid", "pr", "modes")
+LIKELIHOOD_METRICS = ("nll", "elbo")
 FEATURE_METRICS = ("fid", "kid", "pr")
 DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
 
 
-def test_batch(run: Run, n: int) -> torch.Tensor:
-    """Held-out data: fresh samples (fixed seed, disjoint stream) for toys, the test split for finite datasets."""
+def test_data(run: Run, n: int) -> Batch:
+    """Held-out data with labels: fresh samples (fixed seed, disjoint stream) for toys, the test split for finite
+    datasets."""
     if isinstance(run.dataset, SampledDataset):
-        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM)).x
+        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM))
     test = build_dataset(run.config.data.name, run.config.data.options, split="test", seed=run.config.train.seed)
-    return test.x[:n]
+    return test.get(torch.arange(min(n, len(test))))
+
+
+def test_batch(run: Run, n: int) -> torch.Tensor:
+    """Held-out data points (see :func:`test_data`)."""
+    return test_data(run, n).x
 
 
 def default_metrics(run: Run) -> list[str]:
-    """NLL for density models, sample metrics for the rest; mode coverage wherever the modes are known."""
+    """NLL for density models, sample metrics for the rest (and the ELBO for latent-variable models); mode
+    coverage wherever the modes are known."""
     metrics = ["nll"] if isinstance(run.model, Density) else list(FEATURE_METRICS)
+    if isinstance(run.model, LatentVariable):
+        metrics.append("elbo")
     if run.dataset.centres is not None:
         metrics.append("modes")
     return metrics
@@ -87,13 +109,48 @@ def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
         dims = x[0].numel()
         nll = dequantized_nll(nll, levels, dims)
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
-    result["test_nll"] = nll.mean().item()
-    result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
+    return result | summary(run, x, nll, "test_nll")
+
+
+def summary(run: Run, x: Tensor, nll: Tensor, name: str, gap: str = "gap") -> dict[str, float]:
+    """Mean and standard error of a per-example NLL (or bound); on data with a known density also the true NLL of
+    the same points and the gap (≈ KL(p* ‖ p_θ) for an exact NLL, plus the bound's slack for a bound)."""
+    result = {name: nll.mean().item(), f"{name}_stderr": (nll.std() / math.sqrt(len(nll))).item()}
     if run.dataset.has_log_prob:
         true_nll = -run.dataset.log_prob(x)
         result["true_nll"] = true_nll.mean().item()
-        result["gap"] = result["test_nll"] - result["true_nll"]  # ≈ KL(p* ‖ p_θ)
-        result["gap_stderr"] = ((nll - true_nll).std() / math.sqrt(len(nll))).item()
+        result[gap] = result[name] - result["true_nll"]
+        result[f"{gap}_stderr"] = ((nll - true_nll).std() / math.sqrt(len(nll))).item()
+    return result
+
+
+@torch.no_grad()
+def elbo_metrics(run: Run, n: int, chunk: int = 1000) -> dict[str, Any]:
+    """−ELBO on held-out data, as the model defines it on the data as given (for images a bound on the discrete
+    likelihood of the grey levels, like the dequantized NLL of ``nll``), seeded; and the mean of each term."""
+    model = run.model
+    if not isinstance(model, LatentVariable):
+        raise ConfigError(f"metrics: 'elbo' needs a latent-variable model; {type(model).__name__} has no elbo")
+    data = test_data(run, n).to(device_of(model))
+    labels = data.y if isinstance(model, Conditional) else None
+    bounds, terms = [], {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.config.train.seed)  # the bound's Monte Carlo noise: the same for every evaluation
+        for index in torch.arange(len(data)).split(chunk):
+            y = None if labels is None else labels[index]
+            if hasattr(model, "elbo_terms"):
+                parts = model.elbo_terms(data.x[index], y)
+                for key, value in parts.items():
+                    terms.setdefault(key, []).append(value)
+                bounds.append(-sum(parts.values()))
+            else:
+                bounds.append(model.elbo(data.x[index], y))
+    nelbo = -torch.cat(bounds).double().cpu()
+    result: dict[str, Any] = {"elbo_n": len(nelbo)} | summary(run, data.x.cpu(), nelbo, "test_nelbo", "elbo_gap")
+    if run.dataset.levels is not None:
+        result["elbo_bits_per_dim"] = bits_per_dim(result["test_nelbo"], data.x[0].numel())
+    if terms:
+        result["elbo_terms"] = {key: torch.cat(values).mean().item() for key, values in terms.items()}
     return result
 
 
@@ -193,18 +250,20 @@ def evaluate(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"metrics: {', '.join(unknown)} unknown; choose from {', '.join(METRICS)}")
-    sampled = [m for m in metrics if m != "nll"]
+    sampled = [m for m in metrics if m not in LIKELIHOOD_METRICS]
     how = dict(how or {})
     if how and not sampled:
         raise ConfigError(
-            f"metrics: nll draws no samples, so the sampling options {how_key(how)} would change nothing; "
-            f"add a sample metric ({', '.join(m for m in METRICS if m != 'nll')})"
+            f"metrics: {', '.join(metrics)} draw no samples, so the sampling options {how_key(how)} would change "
+            f"nothing; add a sample metric ({', '.join(m for m in METRICS if m not in LIKELIHOOD_METRICS)})"
         )
     # samples first: an option the model does not understand fails before any other work
     from_samples = sample_metrics(run, metrics, features, n, progress, how) if sampled else {}
     result: dict[str, Any] = {"step": run.step}
     if "nll" in metrics:
         result.update(likelihood_metrics(run, n))
+    if "elbo" in metrics:
+        result.update(elbo_metrics(run, n))
     if how:
         result["sampling"] = {how_key(how): {"how": how, **from_samples}}
     else:
