@@ -40,7 +40,7 @@ TRAIN = {"steps": 2, "batch_size": 16, "log_every": 1, "sample_every": None, "ch
 MLP_GAN = {"name": "gan", "arch": "mlp", "width": 16, "depth": 1, "latent": 4}
 FLOW = {"name": "flow", "layers": 2}
 DIFFUSION = {"name": "diffusion", "net_options": {"width": 16, "depth": 1}, "steps": 20}
-NOISY_CLASSIFIER = {"name": "noisy-classifier", "channels": 8, "multipliers": [1, 2], "head_dim": 8, "steps": 50}
+NOISY_CLASSIFIER = {"name": "noisy-classifier", "channels": 8, "multipliers": [1], "head_dim": 8, "steps": 50}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
 MODEL_SETTINGS: dict[str, dict[str, Any]] = {
