@@ -10,6 +10,7 @@ has to know which family it is.
   exposes its bound and never a fake ``log_prob``, so nothing reports a bound as an exact likelihood.
 - :class:`Game`: several players, each updated on its own loss (GANs).
 - :class:`Conditional`: takes a class label; an unconditional model does not have ``num_classes`` at all.
+- :class:`Classifier`: predicts labels (log p(y | x, noise)) and samples nothing: guidance classifiers.
 
 **One name for the condition: ``y``.** The conditioning input of ``sample``, ``log_prob`` and ``elbo`` is called
 ``y``, as in ``Batch(x, y)``: today class labels, shape (B,) int64 in [0, num_classes); later any conditioning
@@ -79,6 +80,17 @@ class Conditional(Protocol):
     """Takes class labels ``y`` in [0, num_classes)."""
 
     num_classes: int
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Predicts labels instead of generating data: log p(y | x, noise) per example, (B,), in nats, normalized over
+    its ``num_classes`` classes. The noise-conditional classifier of classifier guidance is one; it does not sample,
+    so it is not ``Generative``: the loop draws no sample plots for it and evaluation draws no samples from it."""
+
+    num_classes: int
+
+    def log_prob_class(self, x: Tensor, noise: Tensor, y: Tensor) -> Tensor: ...
 
 
 def num_classes_of(model: Any) -> int | None:
