@@ -311,3 +311,34 @@ def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(t
         assert main(["sample", str(run), "-n", "4", *argv, "--out", str(out)]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+def test_classifier_guidance_loads_a_matching_classifier_run_and_refuses_a_mismatched_one(tmp_path):
+    from genbits import load_config
+    from genbits.registry import MODELS
+    from genbits.train import train
+
+    classifier = {"name": "noisy-classifier", "channels": 8, "multipliers": [1], "head_dim": 8, "steps": 30}
+    config = {"data": "digits", "model": classifier, "objective": "noisy-classification"}
+    train(load_config(config | {"train": {"steps": 1, "batch_size": 8, "sample_every": 0}}), tmp_path, progress=False)
+    digits = {"event_shape": (1, 8, 8), "num_classes": 10, "dataset": None}
+    unet = {"net": "unet", "net_options": {"channels": 8, "multipliers": [1], "head_dim": 8}}
+    model = MODELS.build("diffusion", {**unet, "steps": 30, "conditional": True}, **digits)
+    y = torch.arange(4)
+    how = {"sampler": "ddim", "steps": 3, "classifier": str(tmp_path)}
+    plain = model.sample(4, y, torch.Generator().manual_seed(0), sampler="ddim", steps=3)
+    guided = model.sample(4, y, torch.Generator().manual_seed(0), guidance=5.0, **how)
+    assert guided.shape == (4, 1, 8, 8) and not torch.equal(plain, guided)
+    assert torch.equal(plain, model.sample(4, y, torch.Generator().manual_seed(0), guidance=0.0, **how))
+    unconditional = MODELS.build("diffusion", {**unet, "steps": 30}, **digits)  # a classifier guides it too
+    assert unconditional.sample(3, None, guidance=1.0, **how).shape == (3, 1, 8, 8)
+    mismatched = {
+        "another noise schedule": MODELS.build("diffusion", {**unet, "steps": 40}, **digits),
+        r"classifies \(1, 8, 8\) inputs": MODELS.build("diffusion", {"steps": 30}, event_shape=(2,)),
+        "has 10 classes, this model 3": MODELS.build(
+            "diffusion", {"steps": 30, "conditional": True}, event_shape=(1, 8, 8), num_classes=3
+        ),
+    }
+    for message, other in mismatched.items():
+        with pytest.raises(ConfigError, match=message):
+            other.sample(2, None, guidance=1.0, **how)
