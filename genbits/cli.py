@@ -31,9 +31,13 @@ EPILOG = {
           genbits sample runs/flow-ring -n 2000 --out samples.png   # scatter (2-D) or image grid
           genbits sample runs/flow-ring --temperature 0.7           # a sampling option (flows: base noise scale)
           genbits sample runs/gan-cond --class 3 --out three.png    # class-conditional models: one class
+          genbits sample runs/diffusion-ring --sampler ddim --steps 50 --out x.npy   # diffusion: sampler and NFE
+          genbits sample runs/diff-cond -n 64 --class 3 --guidance 2 --out x.png     # classifier-free guidance w = 2
 
         Sampling options belong to the call, not to the run: they never enter the config, and a model refuses an
-        option it does not understand (flows and gaussian: --temperature; GANs: none yet).
+        option it does not understand (flows and gaussian: --temperature; GANs: none yet; diffusion: --sampler
+        ddpm|ddim|heun|dpm-solver++, --steps (network evaluations), --spacing, --eta (ddim), --variance (ddpm),
+        --guidance, --classifier RUN_DIR).
         """,
     "eval": """
         metrics:
@@ -43,13 +47,16 @@ EPILOG = {
           kid     unbiased KID with the cubic kernel: mean ± std over 100 subsets of ≤ 1000
           pr      improved precision / recall with k = 3 nearest-neighbour balls
           modes   modes captured (≥ 10 samples within 3 std), share of high-quality samples, JSD to uniform
+          elbo    latent-variable models (diffusion, VAEs): −ELBO on held-out data, an upper bound on the same NLL as
+                  nll (nats; bits/dim for images; the gap to the true NLL on 2-D toys), and the mean of each of the
+                  bound's terms under elbo_terms in eval.json (a diffusion model's L_T, L_1 … L_{T−1}, L_0)
           iwae    latent models: the negative IWAE bound at k = --iwae-k (default 100), nats and bits/dim
           kl      latent models: KL per latent unit on the test data and active units (Cov_x E_q[z] > 0.01)
         nll of a latent model with an encoder (VAE) is importance-sampled with K = --importance-samples (default
         1000, chunked; up to 5000 is practical on small data): an estimate whose expectation errs high, with its
         Monte Carlo standard error (test_nll_mc_stderr) beside the spread over test examples (test_nll_stderr).
         default: nll for density models; iwae,kl,fid,kid,pr for latent models with an encoder; fid,kid,pr
-        otherwise; plus modes on mixtures with known centres.
+        otherwise; plus elbo for latent-variable models and modes on mixtures with known centres.
 
         features (for fid, kid, pr):
           fmnist | digits       genbits' own classifiers (default for those datasets). Their FIDs compare only
@@ -60,10 +67,11 @@ EPILOG = {
           PATH.safetensors      a feature net trained with `genbits features train`
           package.module:attr   any nn.Module taking [0, 1] images (N, C, H, W) → features
 
-        sampling options (--sampler, --steps, --guidance, --temperature): how the sample metrics draw their
-        samples; the model refuses one it does not understand. Results of the default sampling sit at the top of
-        eval.json; those of other options under "sampling" → e.g. "temperature=0.8" (with "how"), so every way a
-        checkpoint was sampled keeps its results. nll draws no samples: it stays at the top, whatever the options.
+        sampling options (--sampler, --steps, --guidance, ...; see genbits sample --help): how the sample metrics
+        draw their samples; the model refuses one it does not understand. Results of the default sampling sit at
+        the top of eval.json; those of other options under "sampling" → e.g. "temperature=0.8" (with "how"), so
+        every way a checkpoint was sampled keeps its results. nll and elbo draw no samples: they stay at the top,
+        whatever the options.
         A class-conditional model is sampled with balanced labels (each class n/K times).
 
         Real-data features are cached in $GENBITS_CACHE (default ~/.cache/genbits). eval.json keeps earlier
@@ -189,7 +197,7 @@ def finite(text: str) -> float:
     return value
 
 
-SAMPLING = ("sampler", "steps", "guidance", "temperature")
+SAMPLING = ("sampler", "steps", "spacing", "eta", "variance", "guidance", "classifier", "temperature")
 """The sampling options of ``genbits sample`` and ``genbits eval``, by their names in ``model.sample(..., **how)``."""
 
 
@@ -199,7 +207,15 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--sampler", default=None, metavar="NAME", help="the sampler, for models that have several")
     g.add_argument("--steps", type=count, default=None, metavar="N", help="sampling steps of an iterative sampler")
-    g.add_argument("--guidance", type=finite, default=None, metavar="W", help="guidance scale (conditional models)")
+    g.add_argument("--spacing", default=None, metavar="NAME", help="how an iterative sampler spaces its times")
+    g.add_argument("--eta", type=finite, default=None, metavar="ETA", help="DDIM's noise scale (0: deterministic)")
+    g.add_argument("--variance", default=None, metavar="NAME", help="ancestral steps' variance: beta or beta-tilde")
+    g.add_argument(
+        "--guidance", type=finite, default=None, metavar="W", help="guidance scale (classifier-free w, or classifier s)"
+    )
+    g.add_argument(
+        "--classifier", default=None, metavar="RUN_DIR", help="guide by this run's noise-conditional classifier"
+    )
     g.add_argument(
         "--temperature", type=positive, default=None, metavar="T", help="base noise z ~ N(0, T²I) (flows, gaussian)"
     )
@@ -508,6 +524,8 @@ def print_table(result: dict) -> None:
                 print(f"sampling {name}:")
                 print_table({k: v for k, v in entry.items() if k != "how"})
         else:
+            if isinstance(value, dict) and len(value) > 8:
+                value = f"{len(value)} entries (see eval.json)"
             print(f"{key:>16}: {value:.4f}" if isinstance(value, float) else f"{key:>16}: {value}")
 
 

@@ -28,7 +28,7 @@ from genbits.data.base import Batch, SampledDataset
 from genbits.data.images import FASHION_MNIST
 from genbits.errors import ConfigError
 from genbits.experiments import EXPERIMENTS
-from genbits.models.base import Conditional, Density, Game, Generative, LatentVariable, balanced_labels
+from genbits.models.base import Classifier, Conditional, Density, Game, Generative, LatentVariable, balanced_labels
 from genbits.objectives.base import players_of
 from genbits.registry import DATASETS, MODELS, OBJECTIVES, RULES
 from genbits.runs import load_run
@@ -41,6 +41,8 @@ MLP_GAN = {"name": "gan", "arch": "mlp", "width": 16, "depth": 1, "latent": 4}
 FLOW = {"name": "flow", "layers": 2}
 VAE = {"name": "vae", "latent": 2, "width": 16, "depth": 1}
 BINARY_DIGITS = {"name": "digits", "binarize": True}
+DIFFUSION = {"name": "diffusion", "net_options": {"width": 16, "depth": 1}, "steps": 20}
+NOISY_CLASSIFIER = {"name": "noisy-classifier", "channels": 8, "multipliers": [1], "head_dim": 8, "steps": 50}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
 MODEL_SETTINGS: dict[str, dict[str, Any]] = {
@@ -60,6 +62,13 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
         "model": {**VAE, "likelihood": "logistic-mixture", "components": 2, "prior": "vamp", "pseudo_inputs": 3},
         "objective": {"name": "iwae", "k": 3},
     },
+    "diffusion": {"data": "ring", "model": DIFFUSION, "objective": "denoising"},
+    "conditional diffusion": {
+        "data": "digits",
+        "model": {**DIFFUSION, "conditional": True, "schedule": "sigma", "schedule_options": {"bound_steps": 20}},
+        "objective": {"name": "denoising", "weighting": "min-snr", "p_uncond": 0.2},
+    },
+    "noisy-classifier": {"data": "digits", "model": NOISY_CLASSIFIER, "objective": "noisy-classification"},
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "likelihood": {"data": "ring", "model": FLOW},
@@ -75,6 +84,8 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "f-gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "f-gan", "divergence": "kl"}},
     "elbo": {"data": "ring", "model": VAE, "objective": {"name": "elbo", "warmup": 0.5, "free_bits": 0.1}},
     "iwae": {"data": BINARY_DIGITS, "model": {**VAE, "likelihood": "bernoulli"}, "objective": {"name": "iwae", "k": 4}},
+    "denoising": {"data": "digits", "model": {**DIFFUSION, "prediction": "v", "conditional": True}},
+    "noisy-classification": {"data": "digits", "model": NOISY_CLASSIFIER},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}
 RULE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -147,8 +158,21 @@ def first_batch(dataset: Any, n: int, seed: int) -> Batch:
 # Models.
 
 
+def check_classifier(model: nn.Module, dataset: Any) -> None:
+    """A classifier samples nothing: it gives a normalized log p(y | x, noise) per example."""
+    assert not isinstance(model, Generative), f"{type(model).__name__} both classifies and samples"
+    x, noise = first_batch(dataset, 6, seed=0).x, torch.linspace(0, 1, 6)
+    log_p = torch.stack([model.log_prob_class(x, noise, torch.full((6,), k)) for k in range(model.num_classes)])
+    assert log_p.shape == (model.num_classes, 6) and torch.isfinite(log_p).all(), (
+        f"log_prob_class: {tuple(log_p.shape)}"
+    )
+    torch.testing.assert_close(log_p.logsumexp(0), torch.zeros(6), atol=1e-5, rtol=0)
+
+
 def check_model(model: nn.Module, dataset: Any) -> None:
     """Every promise ``model`` makes through the protocols it declares, checked on a few examples of ``dataset``."""
+    if isinstance(model, Classifier):
+        return check_classifier(model, dataset)
     shape = tuple(dataset.event_shape)
     assert isinstance(model, Generative), f"{type(model).__name__} does not sample"
     conditional = isinstance(model, Conditional)
@@ -179,7 +203,11 @@ def check_model(model: nn.Module, dataset: Any) -> None:
 
 
 def same_outputs(a: nn.Module, b: nn.Module, dataset: Any) -> bool:
-    """Same samples from the same generator, and the same log-density where there is one."""
+    """Same samples from the same generator, and the same log-density where there is one (a classifier: the same
+    class log-probabilities)."""
+    if isinstance(a, Classifier):
+        x, noise, y = first_batch(dataset, 4, seed=1).x, torch.linspace(0, 1, 4), torch.arange(4) % a.num_classes
+        return torch.equal(a.log_prob_class(x, noise, y), b.log_prob_class(x, noise, y))
     y = balanced_labels(4, a.num_classes) if isinstance(a, Conditional) else None
     same = torch.equal(
         a.sample(4, y, torch.Generator().manual_seed(1)), b.sample(4, y, torch.Generator().manual_seed(1))

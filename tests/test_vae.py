@@ -328,6 +328,9 @@ def test_vae_eval_reports_importance_sampled_nll_iwae_and_active_units(tmp_path)
     assert result["test_nll"] <= result["iwae_nll"] + 3 * result["iwae_nll_stderr"]  # more samples, tighter
     assert len(result["kl_per_unit"]["z"]) == 3 and 0 <= result["active_units"] <= result["latent_units"] == 3
     assert evaluate(run, 8, ["nll"], importance_samples=50) == evaluate(run, 8, ["nll"], importance_samples=50)
+    elbo = evaluate(run, 8, ["elbo"])  # the generic bound of any LatentVariable, with the VAE's terms
+    assert set(elbo["elbo_terms"]) == {"reconstruction", "kl/z"}
+    assert elbo["test_nelbo"] == pytest.approx(sum(elbo["elbo_terms"].values()))
     with pytest.raises(ConfigError, match="--importance-samples: .* must be >= 1, got 0"):
         evaluate(run, 8, ["nll"], importance_samples=0)
     with pytest.raises(ConfigError, match="--iwae-k: .* must be >= 1, got 0"):

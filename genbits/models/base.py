@@ -6,10 +6,12 @@ has to know which family it is.
 
 - :class:`Generative`: every model samples.
 - :class:`Density`: an exact log-density per example (flows, the Gaussian): NLL, density plots.
-- :class:`LatentVariable`: only a lower bound on log p(x) (the ELBO of a VAE); such a model exposes its bound and
-  never a fake ``log_prob``, so nothing reports a bound as an exact likelihood (the VAE; ``models/latent.py``).
+- :class:`LatentVariable`: only a lower bound on log p(x) (the ELBO of a VAE or a diffusion model); such a model
+  exposes its bound and never a fake ``log_prob``, so nothing reports a bound as an exact likelihood
+  (``models/latent.py``: what VAEs add to it).
 - :class:`Game`: several players, each updated on its own loss (GANs).
 - :class:`Conditional`: takes a class label; an unconditional model does not have ``num_classes`` at all.
+- :class:`Classifier`: predicts labels (log p(y | x, noise)) and samples nothing: guidance classifiers.
 
 **One name for the condition: ``y``.** The conditioning input of ``sample``, ``log_prob`` and ``elbo`` is called
 ``y``, as in ``Batch(x, y)``: today class labels, shape (B,) int64 in [0, num_classes); later any conditioning
@@ -61,7 +63,8 @@ class Density(Protocol):
 @runtime_checkable
 class LatentVariable(Protocol):
     """A latent-variable model whose likelihood is intractable: the ELBO, a per-example lower bound on log p(x | y),
-    shape (B,), in nats (the VAE); whatever scores it must report a bound, not an NLL."""
+    shape (B,), in nats, of x as the dataset gives it (images: the probability of their discrete grey levels, the
+    quantity the flows' dequantized NLL bounds too). Whatever scores it must report a bound, not an NLL."""
 
     def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 
@@ -78,6 +81,17 @@ class Conditional(Protocol):
     """Takes class labels ``y`` in [0, num_classes)."""
 
     num_classes: int
+
+
+@runtime_checkable
+class Classifier(Protocol):
+    """Predicts labels instead of generating data: log p(y | x, noise) per example, (B,), in nats, normalized over
+    its ``num_classes`` classes. The noise-conditional classifier of classifier guidance is one; it does not sample,
+    so it is not ``Generative``: the loop draws no sample plots for it and evaluation draws no samples from it."""
+
+    num_classes: int
+
+    def log_prob_class(self, x: Tensor, noise: Tensor, y: Tensor) -> Tensor: ...
 
 
 def num_classes_of(model: Any) -> int | None:

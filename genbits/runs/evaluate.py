@@ -2,9 +2,13 @@
 
 - ``nll``: held-out NLL for density models (and the truth's NLL on the same samples where the data density is
   known, so the gap is the KL from data to model; for images the uniform-dequantization bound on the discrete
-  likelihood, also in bits/dim); for latent models with an encoder the importance-sampled estimate with K samples
-  (``metrics/latent.py``), in the same units and data convention.
-- ``iwae``: the IWAE bound at k of a latent model; ``kl``: its KL per latent unit and active units.
+  likelihood, also in bits/dim).
+- ``elbo``: for latent-variable models, −ELBO on held-out data: an upper bound on the same NLL as ``nll`` (nats,
+  bits/dim for images, the gap to the true NLL on toys), with the model's terms (``elbo_terms``: a diffusion model's
+  L_T, L_t, L_0; a VAE's reconstruction and KL) averaged under ``elbo_terms``.
+- ``nll`` of a latent model with an encoder: the importance-sampled estimate with K samples
+  (``metrics/latent.py``), in the same units and data convention; ``iwae``: its IWAE bound at k; ``kl``: its
+  KL per latent unit and active units.
 - ``fid``, ``kid``, ``pr``: sample quality on features of model samples vs held-out data (the test split, or fresh
   samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
   fingerprint (weights hash + preprocessing).
@@ -33,22 +37,31 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from genbits.data import build_dataset
-from genbits.data.base import SampledDataset, dequantize
+from genbits.data.base import Batch, SampledDataset, dequantize
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
 from genbits.metrics.latent import active_units, importance_sampled
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
-from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
+from genbits.models.base import (
+    Conditional,
+    Density,
+    Generative,
+    LatentVariable,
+    balanced_labels,
+    device_of,
+    how_key,
+    num_classes_of,
+)
 from genbits.models.latent import Encodes, HasElboParts, ImportanceWeighted
 from genbits.runs import Run
 from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "fid", "kid", "pr", "modes", "iwae", "kl")
-UNSAMPLED = ("nll", "iwae", "kl")  # metrics of the data under the model: no model samples, no sampling options
+METRICS = ("nll", "elbo", "fid", "kid", "pr", "modes", "iwae", "kl")
+LIKELIHOOD_METRICS = ("nll", "elbo", "iwae", "kl")  # of the data under the model: no samples, no sampling options
 IMPORTANCE_SAMPLES = 1000  # K of the importance-sampled NLL (--importance-samples)
 IWAE_K = 100  # k of the IWAE bound (--iwae-k)
 LATENT_STREAM = 3  # the seed key of the posterior draws and dequantization noise of latent-model metrics
@@ -56,23 +69,32 @@ FEATURE_METRICS = ("fid", "kid", "pr")
 DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
 
 
-def test_batch(run: Run, n: int) -> torch.Tensor:
-    """Held-out data: fresh samples (fixed seed, disjoint stream) for toys, the test split for finite datasets."""
+def test_data(run: Run, n: int) -> Batch:
+    """Held-out data with labels: fresh samples (fixed seed, disjoint stream) for toys, the test split for finite
+    datasets."""
     if isinstance(run.dataset, SampledDataset):
-        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM)).x
+        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM))
     test = build_dataset(run.config.data.name, run.config.data.options, split="test", seed=run.config.train.seed)
-    return test.x[:n]
+    return test.get(torch.arange(min(n, len(test))))
+
+
+def test_batch(run: Run, n: int) -> torch.Tensor:
+    """Held-out data points (see :func:`test_data`)."""
+    return test_data(run, n).x
 
 
 def default_metrics(run: Run) -> list[str]:
-    """NLL for density models, the IWAE bound and latent diagnostics plus sample metrics for latent models with an
-    encoder, sample metrics for the rest; mode coverage wherever the modes are known."""
+    """NLL for density models; the IWAE bound, latent diagnostics and sample metrics for latent models with an
+    encoder; sample metrics for the rest; the ELBO for latent-variable models; mode coverage wherever the modes
+    are known."""
     if isinstance(run.model, Density):
         metrics = ["nll"]
     elif isinstance(run.model, ImportanceWeighted):
         metrics = ["iwae", "kl", *FEATURE_METRICS]
     else:
         metrics = list(FEATURE_METRICS)
+    if isinstance(run.model, LatentVariable):
+        metrics.append("elbo")
     if run.dataset.centres is not None:
         metrics.append("modes")
     return metrics
@@ -95,15 +117,6 @@ def _needs_encoder(run: Run, metric: str) -> None:
         )
 
 
-def _nll_summary(run: Run, log_p: Tensor, x: Tensor, prefix: str) -> dict[str, Any]:
-    """Mean −log p̂ over the test examples with its standard error, and bits/dim on discrete data."""
-    nll = -log_p
-    result = {prefix: nll.mean().item(), f"{prefix}_stderr": (nll.std() / math.sqrt(len(nll))).item()}
-    if run.dataset.levels is not None:
-        result[f"{prefix}_bits_per_dim"] = bits_per_dim(result[prefix], x[0].numel())
-    return result
-
-
 @torch.no_grad()
 def latent_likelihood_metrics(run: Run, n: int, metric: str, k: int) -> dict[str, Any]:
     """``nll``: the importance-sampled NLL with K = k; ``iwae``: the negative IWAE bound at k (the same estimator:
@@ -114,18 +127,15 @@ def latent_likelihood_metrics(run: Run, n: int, metric: str, k: int) -> dict[str
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seeded_generator(run.config.train.seed, TEST_STREAM, LATENT_STREAM).initial_seed())
         log_p, mc_error = importance_sampled(run.model, x, k)
+    nll, x = -log_p.cpu(), x.cpu()
+    name = "test_nll" if metric == "nll" else "iwae_nll"
+    result: dict[str, Any] = summary(run, x, nll, name, "gap" if metric == "nll" else "iwae_gap")
+    if run.dataset.levels is not None:
+        result["bits_per_dim" if metric == "nll" else "iwae_bits_per_dim"] = bits_per_dim(result[name], x[0].numel())
     if metric == "iwae":
-        return {"iwae_k": k, **_nll_summary(run, log_p, x, "iwae_nll")}
-    result: dict[str, Any] = {"n": len(x), "importance_samples": k, **_nll_summary(run, log_p, x, "test_nll")}
-    if "test_nll_bits_per_dim" in result:
-        result["bits_per_dim"] = result.pop("test_nll_bits_per_dim")
-    result["test_nll_mc_stderr"] = (mc_error.square().sum().sqrt() / len(x)).item()  # of the mean, from the draws
-    if run.dataset.has_log_prob:
-        true_nll = -run.dataset.log_prob(x)
-        result["true_nll"] = true_nll.mean().item()
-        result["gap"] = result["test_nll"] - result["true_nll"]
-        result["gap_stderr"] = ((-log_p.cpu() - true_nll.cpu()).std() / math.sqrt(len(x))).item()
-    return result
+        return {"iwae_k": k} | result
+    mc_stderr = (mc_error.square().sum().sqrt() / len(x)).item()  # of the mean, from the importance weights
+    return {"n": len(x), "importance_samples": k, "test_nll_mc_stderr": mc_stderr} | result
 
 
 @torch.no_grad()
@@ -161,13 +171,48 @@ def likelihood_metrics(run: Run, n: int, importance_samples: int = IMPORTANCE_SA
         dims = x[0].numel()
         nll = dequantized_nll(nll, levels, dims)
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
-    result["test_nll"] = nll.mean().item()
-    result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
+    return result | summary(run, x, nll, "test_nll")
+
+
+def summary(run: Run, x: Tensor, nll: Tensor, name: str, gap: str = "gap") -> dict[str, float]:
+    """Mean and standard error of a per-example NLL (or bound); on data with a known density also the true NLL of
+    the same points and the gap (≈ KL(p* ‖ p_θ) for an exact NLL, plus the bound's slack for a bound)."""
+    result = {name: nll.mean().item(), f"{name}_stderr": (nll.std() / math.sqrt(len(nll))).item()}
     if run.dataset.has_log_prob:
         true_nll = -run.dataset.log_prob(x)
         result["true_nll"] = true_nll.mean().item()
-        result["gap"] = result["test_nll"] - result["true_nll"]  # ≈ KL(p* ‖ p_θ)
-        result["gap_stderr"] = ((nll - true_nll).std() / math.sqrt(len(nll))).item()
+        result[gap] = result[name] - result["true_nll"]
+        result[f"{gap}_stderr"] = ((nll - true_nll).std() / math.sqrt(len(nll))).item()
+    return result
+
+
+@torch.no_grad()
+def elbo_metrics(run: Run, n: int, chunk: int = 1000) -> dict[str, Any]:
+    """−ELBO on held-out data, as the model defines it on the data as given (for images a bound on the discrete
+    likelihood of the grey levels, like the dequantized NLL of ``nll``), seeded; and the mean of each term."""
+    model = run.model
+    if not isinstance(model, LatentVariable):
+        raise ConfigError(f"metrics: 'elbo' needs a latent-variable model; {type(model).__name__} has no elbo")
+    data = test_data(run, n).to(device_of(model))
+    labels = data.y if isinstance(model, Conditional) else None
+    bounds, terms = [], {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(run.config.train.seed)  # the bound's Monte Carlo noise: the same for every evaluation
+        for index in torch.arange(len(data)).split(chunk):
+            y = None if labels is None else labels[index]
+            if hasattr(model, "elbo_terms"):
+                parts = model.elbo_terms(data.x[index], y)
+                for key, value in parts.items():
+                    terms.setdefault(key, []).append(value)
+                bounds.append(-sum(parts.values()))
+            else:
+                bounds.append(model.elbo(data.x[index], y))
+    nelbo = -torch.cat(bounds).double().cpu()
+    result: dict[str, Any] = {"elbo_n": len(nelbo)} | summary(run, data.x.cpu(), nelbo, "test_nelbo", "elbo_gap")
+    if run.dataset.levels is not None:
+        result["elbo_bits_per_dim"] = bits_per_dim(result["test_nelbo"], data.x[0].numel())
+    if terms:
+        result["elbo_terms"] = {key: torch.cat(values).mean().item() for key, values in terms.items()}
     return result
 
 
@@ -272,13 +317,13 @@ def evaluate(
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"metrics: {', '.join(unknown)} unknown; choose from {', '.join(METRICS)}")
-    sampled = [m for m in metrics if m not in UNSAMPLED]
+    sampled = [m for m in metrics if m not in LIKELIHOOD_METRICS]
     how = dict(how or {})
     if how and not sampled:
         raise ConfigError(
             f"metrics: {', '.join(metrics)} {'draws' if len(metrics) == 1 else 'draw'} no samples, so the sampling "
             f"options {how_key(how)} would change nothing; add a sample metric "
-            f"({', '.join(m for m in METRICS if m not in UNSAMPLED)})"
+            f"({', '.join(m for m in METRICS if m not in LIKELIHOOD_METRICS)})"
         )
     # samples first: an option the model does not understand fails before any other work
     from_samples = sample_metrics(run, metrics, features, n, progress, how) if sampled else {}
@@ -289,6 +334,8 @@ def evaluate(
         result.update(latent_likelihood_metrics(run, n, "iwae", iwae_k))
     if "kl" in metrics:
         result.update(latent_metrics(run, n))
+    if "elbo" in metrics:
+        result.update(elbo_metrics(run, n))
     if how:
         result["sampling"] = {how_key(how): {"how": how, **from_samples}}
     else:

@@ -72,9 +72,20 @@ def mode_coverage(modes: dict[str, Any], heading: str) -> str:
     return f"{heading}{table(summary)}{histogram}<p class='note'>{html.escape(note)}</p>"
 
 
+def elbo_terms(terms: dict[str, float], level: int) -> str:
+    """The bound's terms in brief (eval.json keeps every one): the largest five and what the rest sum to."""
+    ranked = sorted(terms.items(), key=lambda kv: -abs(kv[1]))
+    shown = dict(ranked[:5]) | (
+        {f"the other {len(ranked) - 5}": sum(v for _, v in ranked[5:])} if len(ranked) > 5 else {}
+    )
+    return f"<h{level}>Terms of −ELBO (nats, largest first)</h{level}>" + table(shown)
+
+
 def metrics_block(values: dict[str, Any], level: int) -> str:
     """One evaluation (default or one way of sampling): a table of its numbers, then its mode coverage."""
-    block = table({k: v for k, v in values.items() if k != "modes"})
+    block = table({k: v for k, v in values.items() if k not in ("modes", "elbo_terms")})
+    if "elbo_terms" in values:
+        block += elbo_terms(values["elbo_terms"], level)
     if "modes" in values:
         block += mode_coverage(values["modes"], f"<h{level}>Mode coverage</h{level}>")
     return block

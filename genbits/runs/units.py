@@ -8,7 +8,8 @@ from __future__ import annotations
 
 UNITS = {
     **dict.fromkeys(("nll", "test_nll", "test_nll_stderr", "true_nll", "gap", "gap_stderr", "jsd"), "nats"),
-    "bits_per_dim": "bits/dim",
+    **dict.fromkeys(("test_nelbo", "test_nelbo_stderr", "elbo_gap", "elbo_gap_stderr"), "nats"),
+    **dict.fromkeys(("bits_per_dim", "elbo_bits_per_dim"), "bits/dim"),
     **dict.fromkeys(("time", "wall_time"), "s"),
 }
 SCALES = {"kid_mean": 1000, "kid_std": 1000}

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from genbits.config import Config, TrainConfig
 from genbits.errors import NonFiniteLoss
 from genbits.metrics.dynamics import Dynamics
+from genbits.models.base import Generative
 from genbits.objectives.base import Objective, Progress, players_of
 from genbits.optim.field import GradientField
 from genbits.optim.rules import Batches, lr_factor
@@ -150,7 +151,7 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
                 if main:
                     run.append_metrics(record)
                     board.log(record)
-            if main and samples_due(cfg, step):
+            if main and samples_due(cfg, step) and isinstance(model, Generative):  # a classifier draws none
                 png = run.samples / f"step-{step:07d}.png"
                 save_samples(model, ema, dataset, png, seeded_generator(cfg.seed, step, 7))
                 board.image(png, step)
