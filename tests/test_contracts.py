@@ -39,6 +39,7 @@ HERE = Path(__file__).parent
 TRAIN = {"steps": 2, "batch_size": 16, "log_every": 1, "sample_every": None, "checkpoint_every": 1, "ema_decay": 0.0}
 MLP_GAN = {"name": "gan", "arch": "mlp", "width": 16, "depth": 1, "latent": 4}
 FLOW = {"name": "flow", "layers": 2}
+HVAE = {"name": "hvae", "channels": 8, "latent_channels": 2, "scales": 2, "groups_per_scale": 1, "preprocess": 0}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
 MODEL_SETTINGS: dict[str, dict[str, Any]] = {
@@ -47,6 +48,7 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": "gan"},
     "conditional gan": {"data": "digits", "model": {**MLP_GAN, "conditioning": "concat"}, "objective": "gan"},
     "dirac-gan": {"data": "dirac", "model": "dirac-gan", "objective": "gan", "optim": {"optimizer": "sgd"}},
+    "hvae": {"data": "digits", "model": HVAE, "objective": "nvae"},
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "likelihood": {"data": "ring", "model": FLOW},
@@ -60,6 +62,7 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "gan", "r1": 1.0}},
     "least-squares": {"data": "ring", "model": MLP_GAN},
     "f-gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "f-gan", "divergence": "kl"}},
+    "nvae": {"data": "digits", "model": HVAE},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}
 RULE_SETTINGS: dict[str, dict[str, Any]] = {
