@@ -39,6 +39,8 @@ HERE = Path(__file__).parent
 TRAIN = {"steps": 2, "batch_size": 16, "log_every": 1, "sample_every": None, "checkpoint_every": 1, "ema_decay": 0.0}
 MLP_GAN = {"name": "gan", "arch": "mlp", "width": 16, "depth": 1, "latent": 4}
 FLOW = {"name": "flow", "layers": 2}
+VAE = {"name": "vae", "latent": 2, "width": 16, "depth": 1}
+BINARY_DIGITS = {"name": "digits", "binarize": True}
 HVAE = {"name": "hvae", "channels": 8, "latent_channels": 2, "scales": 2, "groups_per_scale": 1, "preprocess": 0}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
@@ -48,7 +50,22 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": "gan"},
     "conditional gan": {"data": "digits", "model": {**MLP_GAN, "conditioning": "concat"}, "objective": "gan"},
     "dirac-gan": {"data": "dirac", "model": "dirac-gan", "objective": "gan", "optim": {"optimizer": "sgd"}},
-    "hvae": {"data": "digits", "model": HVAE, "objective": "nvae"},
+    "vae": {"data": "ring", "model": {**VAE, "prior": "flow", "flow_layers": 1}, "objective": "elbo"},
+    "vae conv, bernoulli, flow posterior": {
+        "data": BINARY_DIGITS,
+        "model": {**VAE, "arch": "conv", "width": 4, "likelihood": "bernoulli", "posterior": "flow", "norm": "batch"},
+        "objective": "elbo",
+    },
+    "vae logistic mixture, vampprior": {
+        "data": "digits",
+        "model": {**VAE, "likelihood": "logistic-mixture", "components": 2, "prior": "vamp", "pseudo_inputs": 3},
+        "objective": {"name": "iwae", "k": 3},
+    },
+    "hvae": {
+        "data": "digits",
+        "model": {**HVAE, "components": 2},
+        "objective": {"name": "elbo", "warmup": 0.5, "kl_balancing": True},
+    },
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "likelihood": {"data": "ring", "model": FLOW},
@@ -62,7 +79,8 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "gan", "r1": 1.0}},
     "least-squares": {"data": "ring", "model": MLP_GAN},
     "f-gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "f-gan", "divergence": "kl"}},
-    "nvae": {"data": "digits", "model": HVAE},
+    "elbo": {"data": "ring", "model": VAE, "objective": {"name": "elbo", "warmup": 0.5, "free_bits": 0.1}},
+    "iwae": {"data": BINARY_DIGITS, "model": {**VAE, "likelihood": "bernoulli"}, "objective": {"name": "iwae", "k": 4}},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}
 RULE_SETTINGS: dict[str, dict[str, Any]] = {

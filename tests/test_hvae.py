@@ -1,6 +1,6 @@
 """The NVAE-style hierarchical VAE and its bits, each against an independent computation: squeeze-and-excitation by
 hand, the residual posterior's KL against its closed form, torch.distributions and Monte Carlo, spectral norms
-against SVD, KL balancing and warm-up against hand-computed values, the discretized logistic against its CDF."""
+against SVD, KL balancing and warm-up (the ``elbo`` objective on this model) against NVAE's rules by hand."""
 
 from __future__ import annotations
 
@@ -17,16 +17,17 @@ from genbits import load_config
 from genbits.data import build_dataset
 from genbits.data.base import Batch
 from genbits.errors import ConfigError
-from genbits.models.hvae import Normal, discretized_logistic_log_prob
+from genbits.models.hvae import Normal
 from genbits.nn.nvae import GenerativeCell, ResidualCell, SqueezeExcitation, activation
 from genbits.nn.regularization import SpectralRegularization
 from genbits.objectives.base import Progress
-from genbits.objectives.nvae import NVAELoss, balancing_coefficients, kl_weight
+from genbits.objectives.elbo import Elbo
 from genbits.optim.rules import make_optimizer
 from genbits.registry import MODELS
 from genbits.train import train
 
-TINY = {"channels": 8, "latent_channels": 2, "scales": 2, "groups_per_scale": 2, "preprocess": 0}
+TINY = {"channels": 8, "latent_channels": 2, "scales": 2, "groups_per_scale": 2, "preprocess": 0, "components": 2}
+NVAE_ELBO = {"warmup": 0.3, "warmup_floor": 1e-4, "kl_balancing": True}
 
 
 @functools.cache
@@ -107,11 +108,11 @@ def test_residual_posterior_kl_matches_the_closed_form_and_torch_distributions()
     mu_p, sigma_p, delta_mu, delta_sigma = residual_pair()
     q, p = Normal(mu_p + delta_mu, sigma_p * delta_sigma), Normal(mu_p, sigma_p)
     by_hand = 0.5 * (delta_mu**2 / sigma_p**2 + delta_sigma**2 - 1) - delta_sigma.log()  # NVAE eq. 2
-    torch.testing.assert_close(q.kl(p), by_hand.flatten(1).sum(1))
+    torch.testing.assert_close(q.kl(p), by_hand.flatten(1))
     reference = torch.distributions.kl_divergence(
         torch.distributions.Normal(q.mu, q.sigma), torch.distributions.Normal(p.mu, p.sigma)
     )
-    torch.testing.assert_close(q.kl(p), reference.flatten(1).sum(1))
+    torch.testing.assert_close(q.kl(p), reference.flatten(1))
 
 
 def test_residual_posterior_kl_matches_monte_carlo():
@@ -122,7 +123,7 @@ def test_residual_posterior_kl_matches_monte_carlo():
     z = q_many.sample(torch.Generator().manual_seed(2))
     log_ratios = (q_many.log_prob(z) - p_many.log_prob(z)).view(draws, 5)
     estimate, error = log_ratios.mean(0), log_ratios.std(0) / math.sqrt(draws)
-    assert ((estimate - q.kl(p)).abs() < 5 * error).all(), (estimate, q.kl(p), error)
+    assert ((estimate - q.kl(p).sum(1)).abs() < 5 * error).all(), (estimate, q.kl(p).sum(1), error)
 
 
 def zero_posterior_heads(model) -> None:
@@ -212,82 +213,82 @@ def test_spectral_regularization_loss_and_gradient_match_svd_and_batch_norm_scal
 
 
 # ----------------------------------------------------------------------------------------------------
-# KL warm-up and balancing.
+# KL warm-up and balancing: the ``elbo`` objective on this model against NVAE's rules.
 
 
 def test_kl_weight_follows_nvae_warmup():
-    assert kl_weight(Progress(0, 1000), 0.3) == pytest.approx(1e-4)
-    assert kl_weight(Progress(150, 1000), 0.3) == pytest.approx((0.15 - 1e-4) / 0.3)
-    assert kl_weight(Progress(301, 1000), 0.3) == 1.0
-    assert kl_weight(Progress(0, 1000), 0.0) == 1.0
+    """NVAE: β = clamp((t − 1e-4)/0.3, 1e-4, 1); the objective's max(t/0.3, 1e-4) differs by < 1e-3 (t in [0, 1])."""
+    objective = Elbo(**{k: v for k, v in NVAE_ELBO.items() if k != "kl_balancing"})
+    for step in (0, 1, 150, 299, 300, 301, 999):
+        objective.progress = Progress(step, 1000)
+        nvae = min(1.0, max(1e-4, (step / 1000 - 1e-4) / 0.3))
+        assert abs(objective.kl_weight() - nvae) < 1e-3, step
+    objective.progress = Progress(0, 1000)
+    assert objective.kl_weight() == pytest.approx(1e-4)
 
 
-def test_kl_balancing_coefficients_match_a_hand_computation():
-    kl = torch.tensor([[1.0, 4.0, -2.0], [3.0, 0.0, 2.0]])  # (B=2, G=3)
-    alpha = torch.tensor([1.0, 1.0, 4.0])
-    # mean |KL| + 0.01 = 2.01, 2.01, 2.01; total 6.03; / α × total = 12.1203, 12.1203, 3.030075; mean 9.0903
+def nvae_balancing(kl: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """NVAE's kl_balancer by hand: c = mean_B |KL_g| + 0.01; c ← c / α · Σc; c ← c / mean c."""
+    c = kl.abs().mean(0) + 0.01
+    c = c / alpha * c.sum()
+    return c / c.mean()
+
+
+def test_nvae_balancing_rule_matches_a_hand_computation():
+    kl = torch.tensor([[1.0, 4.0, 2.0], [3.0, 0.0, 2.0]])  # (B=2, G=3)
+    # mean |KL| + 0.01 = 2.01 each; ÷ α = (1, 1, 4), × 6.03 → 12.1203, 12.1203, 3.030075; mean 9.090225
     expected = torch.tensor([12.1203, 12.1203, 3.030075]) / 9.090225
-    torch.testing.assert_close(balancing_coefficients(kl, alpha), expected)
-    kl2 = torch.tensor([[1.0, 9.0], [1.0, 1.0]])
-    # 1.01, 5.01 → ×6.02 → 6.0802, 30.1602 → mean 18.1202
-    torch.testing.assert_close(balancing_coefficients(kl2, torch.ones(2)), torch.tensor([6.0802, 30.1602]) / 18.1202)
+    torch.testing.assert_close(nvae_balancing(kl, torch.tensor([1.0, 1.0, 4.0])), expected)
 
 
-def test_kl_alpha_grows_with_the_groups_area():
-    model, _ = tiny_hvae()
-    assert model.group_sizes == [(4, 4), (4, 4), (8, 8), (8, 8)]
-    torch.testing.assert_close(model.kl_alpha(), torch.tensor([1.0, 1.0, 4.0, 4.0]))
-
-
-def test_objective_at_full_kl_weight_is_minus_the_elbo_plus_regularization():
+def test_warmed_up_balanced_loss_is_nvae_loss_with_area_proportional_alpha():
+    """While β < 1, the objective's loss on this model equals NVAE's: −rec + β Σ_g c_g KL_g with c_g from NVAE's
+    balancer and α_g ∝ the group's area (NVAE's "square" rule: 1 at the top scale, 4 at the next), + regularization."""
     model, batch = tiny_hvae()
-    torch.manual_seed(3)
-    losses = NVAELoss()(model, Batch(batch.x, None))  # progress reads as finished: β = 1
-    torch.manual_seed(3)
-    elbo = model.elbo(batch.x)
-    model.eval()  # the regularization at the same vectors, without another power iteration
-    expected = -elbo.mean() + model.regularization()
-    torch.testing.assert_close(losses.per_player["model"], expected, rtol=1e-5, atol=1e-4)
-    assert losses.metrics["kl_weight"] == 1.0
-
-
-def test_warmed_up_balanced_loss_weights_each_group_by_its_coefficient():
-    model, batch = tiny_hvae(spectral_regularization=0.0)
-    objective = NVAELoss()
+    assert model.group_sizes == [(4, 4), (4, 4), (8, 8), (8, 8)]
+    objective = Elbo(**NVAE_ELBO)
     objective.progress = Progress(30, 200)
     torch.manual_seed(4)
     loss = objective(model, batch).per_player["model"]
     torch.manual_seed(4)
     terms = model.elbo_terms(batch.x)
     kl = torch.stack([terms[f"kl/{g}"] for g in range(model.groups)], 1)
-    beta = (30 / 200 - 1e-4) / 0.3
-    c = balancing_coefficients(kl, model.kl_alpha())
-    torch.testing.assert_close(loss, (beta * (kl * c).sum(1) - terms["reconstruction"]).mean(), rtol=1e-5, atol=1e-4)
+    beta = 30 / 200 / 0.3
+    c = nvae_balancing(kl, torch.tensor([1.0, 1.0, 4.0, 4.0]))
+    model.eval()  # the regularization at the same power-iteration vectors, without another iteration
+    expected = (beta * (kl * c).sum(1) - terms["reconstruction"]).mean() + model.regularization()
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
+
+
+def test_at_full_kl_weight_the_loss_is_minus_the_elbo_plus_regularization():
+    model, batch = tiny_hvae()
+    torch.manual_seed(3)
+    losses = Elbo(**NVAE_ELBO)(model, Batch(batch.x, None))  # progress reads as finished: β = 1, no balancing
+    torch.manual_seed(3)
+    elbo = model.elbo(batch.x)
+    model.eval()
+    expected = -elbo.mean() + model.regularization()
+    torch.testing.assert_close(losses.per_player["model"], expected, rtol=1e-5, atol=1e-3)
+    assert losses.metrics["regularization"] > 0
+
+
+def test_log_weights_average_to_the_elbo():
+    """E_q[log p(x, z) − log q(z | x)] = ELBO: the mean of many log weights matches the closed-form-KL ELBO."""
+    model, batch = tiny_hvae()
+    model.eval()
+    x = batch.x[:2]
+    with torch.no_grad():
+        torch.manual_seed(5)
+        weights = model.log_weights(x, k=600)
+        torch.manual_seed(6)
+        elbos = torch.stack([model.elbo(x) for _ in range(60)])  # only the reconstruction is sampled here
+    assert weights.shape == (600, 2)
+    error = weights.std(0) / math.sqrt(600) + elbos.std(0) / math.sqrt(60)
+    assert ((weights.mean(0) - elbos.mean(0)).abs() < 5 * error).all(), (weights.mean(0), elbos.mean(0), error)
 
 
 # ----------------------------------------------------------------------------------------------------
-# Likelihood, sampling, bad input, optimizer, resume.
-
-
-def test_discretized_logistic_sums_to_one_over_the_levels_and_matches_its_cdf():
-    levels = 17
-    k = torch.arange(levels, dtype=torch.float64)
-    x = (k / (levels - 1)).view(-1, 1).expand(-1, 3)
-    mean = torch.tensor([-0.9, 0.1, 0.95], dtype=torch.float64).expand(levels, 3)
-    log_scale = torch.tensor([-3.0, -1.0, 0.5], dtype=torch.float64).expand(levels, 3)
-    log_p = discretized_logistic_log_prob(x, mean, log_scale, levels)
-    torch.testing.assert_close(log_p.exp().sum(0), torch.ones(3, dtype=torch.float64))
-    cdf = torch.distributions.TransformedDistribution(
-        torch.distributions.Uniform(torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)),
-        [torch.distributions.SigmoidTransform().inv, torch.distributions.AffineTransform(mean[0], log_scale[0].exp())],
-    ).cdf
-    edges = (2 * x - 1) + 1 / (levels - 1)
-    upper = torch.where(k.view(-1, 1) == levels - 1, 1.0, cdf(edges.clamp(max=0.99999)))
-    lower = torch.where(k.view(-1, 1) == 0, 0.0, cdf((edges - 2 / (levels - 1)).clamp(min=-0.99999)))
-    reference = upper - lower
-    accurate = reference > 1e-8  # below that, the CDF difference itself has lost its digits (the tested form has not)
-    assert accurate.float().mean() > 0.8
-    torch.testing.assert_close(log_p[accurate], reference[accurate].log())
+# Sampling, bad input, optimizer, resume.
 
 
 def test_samples_lie_on_the_grey_levels_and_temperature_scales_the_priors():
@@ -300,11 +301,11 @@ def test_samples_lie_on_the_grey_levels_and_temperature_scales_the_priors():
         model.sample(2, temperature=0.0)
 
 
-def test_hvae_refuses_data_without_grey_levels():
-    config = load_config({"data": "ring", "model": "hvae", "objective": "nvae"})
+def test_hvae_refuses_data_that_are_not_images():
+    config = load_config({"data": "ring", "model": "hvae", "objective": "elbo"})
     from genbits.train.parts import build_parts
 
-    with pytest.raises(ConfigError, match="grey levels"):
+    with pytest.raises(ConfigError, match="images"):
         build_parts(config)
 
 
@@ -327,7 +328,7 @@ def test_hvae_resumes_exactly(tmp_path):
     setting = {
         "data": "digits",
         "model": {"name": "hvae", **TINY, "groups_per_scale": 1},
-        "objective": "nvae",
+        "objective": {"name": "elbo", **NVAE_ELBO},
         "optim": {"optimizer": "adamax", "lr": 1e-2, "schedule": "cosine"},
     }
     run = {"batch_size": 16, "log_every": 1, "sample_every": None, "checkpoint_every": 1, "ema_decay": 0.9}

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from genbits.data.base import TensorDataset, require
+from genbits.data.base import Batch, TensorDataset, require
 from genbits.errors import DatasetNotFound
 from genbits.registry import DATASETS
 
@@ -29,13 +29,35 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+TEST_BINARIZATION_SEED = 0  # the test split is binarized once, the same for every run, so NLLs compare
+
+
 def _check_split(split: str) -> None:
     require(split in SPLITS, f"split must be 'train' or 'test', got {split!r}")
 
 
+class DynamicallyBinarized(TensorDataset):
+    """Grey images served as {0, 1} pixels drawn x ~ Bernoulli(grey) afresh every time an image is drawn (dynamic
+    binarization, Salakhutdinov & Murray 2008): the model sees new binary images each epoch. ``x`` keeps the grey
+    values (the Bernoulli means); ``levels`` is 2, the served data's."""
+
+    def get(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
+        batch = super().get(index)
+        return Batch(torch.bernoulli(batch.x, generator=generator), batch.y)
+
+
+def binarized(grey: TensorDataset, split: str) -> TensorDataset:
+    """The binarized form of ``grey``: dynamic on the train split, drawn once with a fixed seed on the test split."""
+    if split == "train":
+        return DynamicallyBinarized(grey.x, grey.y, 2, grey.num_classes, grey.name)
+    x = torch.bernoulli(grey.x, generator=torch.Generator().manual_seed(TEST_BINARIZATION_SEED))
+    return TensorDataset(x, grey.y, 2, grey.num_classes, grey.name)
+
+
 @DATASETS.register("digits")
-def digits(split: str = "train") -> TensorDataset:
-    """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 → 17 grey levels, 10 classes.
+def digits(split: str = "train", binarize: bool = False) -> TensorDataset:
+    """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 → 17 grey levels, 10 classes; ``binarize``:
+    {0, 1} pixels (2 levels) drawn from the grey values, dynamically on the train split.
 
     Split: the first 1,500 images train, the last 297 test. A fixed cut rather than a shuffle, so it never
     depends on a seed; both halves hold every class in near-equal numbers.
@@ -47,7 +69,8 @@ def digits(split: str = "train") -> TensorDataset:
     cut = slice(None, -DIGITS_TEST) if split == "train" else slice(-DIGITS_TEST, None)
     x = torch.tensor(bunch.images[cut] / 16, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target[cut], dtype=torch.int64)
-    return TensorDataset(x, y, levels=17, num_classes=10, name="digits")
+    data = TensorDataset(x, y, levels=17, num_classes=10, name="digits")
+    return binarized(data, split) if binarize else data
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -120,16 +143,21 @@ def _mnist_format(path: str, split: str, size: int, name: str, hint: str, num_cl
 
 
 @DATASETS.register("idx")
-def idx_dataset(path: str = "", split: str = "train", size: int = 0) -> TensorDataset:
-    """Any MNIST-format folder; num_classes is the largest label of the split + 1."""
-    return _mnist_format(path, split, size, "idx", hint="", num_classes=None)
+def idx_dataset(path: str = "", split: str = "train", size: int = 0, binarize: bool = False) -> TensorDataset:
+    """Any MNIST-format folder; num_classes is the largest label of the split + 1; ``binarize`` as for digits."""
+    data = _mnist_format(path, split, size, "idx", hint="", num_classes=None)
+    return binarized(data, split) if binarize else data
 
 
 @DATASETS.register("fashion-mnist")
-def fashion_mnist(path: str = FASHION_MNIST, split: str = "train", size: int = 0) -> TensorDataset:
-    """Zalando's Fashion-MNIST: 28×28 grey clothes in 10 classes, 60,000 train and 10,000 test images."""
+def fashion_mnist(
+    path: str = FASHION_MNIST, split: str = "train", size: int = 0, binarize: bool = False
+) -> TensorDataset:
+    """Zalando's Fashion-MNIST: 28×28 grey clothes in 10 classes, 60,000 train and 10,000 test images;
+    ``binarize`` as for digits."""
     hint = f"install it into {FASHION_MNIST} with `apt-get install dataset-fashion-mnist` or "
-    return _mnist_format(path, split, size, "fashion-mnist", hint, num_classes=10)
+    data = _mnist_format(path, split, size, "fashion-mnist", hint, num_classes=10)
+    return binarized(data, split) if binarize else data
 
 
 def _pngs(folder: Path) -> list[Path]:

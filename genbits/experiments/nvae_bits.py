@@ -5,10 +5,10 @@ momentum, Swish, squeeze-and-excitation, KL warm-up and balancing, and a soft cl
 The ablation: the full model (every bit on, genbits.models.hvae), each bit removed in turn, and every bit removed
 at once, × ``seeds`` × two Adamax learning rates (NVAE's 1e-2 and a higher one meant to provoke instability). Each
 (variant, lr) is a ``genbits.sweeps`` sweep over seeds, one ordinary run each. Every finished run is scored on
-held-out data: the ELBO's bits/dim (discrete likelihood of the grey levels) and the KL per latent group (a group
-with under ``COLLAPSED`` nats per image carries nothing: posterior collapse). A run *diverged* if its loss became
-non-finite or exploded (the sweep's outcome), if its held-out ELBO is not finite, or if its KL blew up (above
-``BLOWUP`` × the full model's median KL at the same lr).
+held-out data: the ELBO's bits/dim (a bound on the discrete likelihood of the grey levels) and the KL per latent
+group (a group with under ``COLLAPSED`` nats per image carries nothing: posterior collapse). A run *diverged* if
+its loss became non-finite or exploded (the sweep's outcome), if its held-out ELBO is not finite, or if its KL blew
+up (above ``BLOWUP`` × the full model's median KL at the same lr).
 
 The claim is judged on the full model against the one without any bit, fixed before running (``RULE``); the table
 then says, bit by bit, what removing it did at this budget.
@@ -31,7 +31,7 @@ import torch  # noqa: E402
 from genbits.errors import GenbitsError  # noqa: E402
 from genbits.experiments.gan_images import markdown_table, spread_cell  # noqa: E402
 from genbits.experiments.placement import ON_CPU, Placement  # noqa: E402
-from genbits.metrics.likelihood import bits_per_dim, dequantized_nll  # noqa: E402
+from genbits.metrics.likelihood import bits_per_dim  # noqa: E402
 from genbits.runs import load_run  # noqa: E402
 from genbits.runs.evaluate import test_batch  # noqa: E402
 from genbits.sweeps.sweep import run_sweep  # noqa: E402
@@ -45,8 +45,8 @@ BITS = {  # the bit → the overrides that remove it (NVAE's value is each optio
     "BN momentum 0.05": ["model.bn_momentum=0.1"],  # PyTorch's default
     "swish": ["model.activation=relu"],
     "squeeze-excitation": ["model.squeeze_excitation=false"],
-    "KL warm-up": ["model.kl_warmup=0"],
-    "KL balancing": ["model.kl_balancing=false"],
+    "KL warm-up": ["objective.warmup=0"],
+    "KL balancing": ["objective.kl_balancing=false"],
     "soft clamp": ["model.soft_clamp=false"],
 }
 VARIANTS = {FULL: [], **{f"no {bit}": o for bit, o in BITS.items()}, NONE: [o for os in BITS.values() for o in os]}
@@ -121,12 +121,10 @@ def scored(row: dict[str, Any], path: Path, n: int) -> dict[str, Any]:
         return out | {"bits_per_dim": None, "kl_per_group": None}
     fitted = load_run(path)
     x = test_batch(fitted, n).to(next(fitted.model.parameters()).dtype)
-    terms = fitted.model.elbo_terms(x)
-    reconstruction = terms.pop("reconstruction")
-    elbo = (reconstruction - sum(terms.values())).mean().item()
-    dims, levels = x[0].numel(), fitted.dataset.levels
-    bpd = bits_per_dim(dequantized_nll(-elbo, levels, dims), dims) if math.isfinite(elbo) else None
-    kl = [v.mean().item() for v in terms.values()]
+    parts = fitted.model.elbo_parts(x)
+    elbo = parts.elbo().mean().item()
+    bpd = bits_per_dim(-elbo, x[0].numel()) if math.isfinite(elbo) else None
+    kl = [v.mean().item() for v in parts.kl_per_group().values()]
     return out | {"bits_per_dim": bpd, "kl_per_group": kl if all(map(math.isfinite, kl)) else None}
 
 

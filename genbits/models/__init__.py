@@ -1,5 +1,5 @@
 """Model families; importing a family registers its factories in ``genbits.registry.MODELS``."""
 
-from genbits.models import dirac, flows, gan, gaussian, hvae
+from genbits.models import dirac, flows, gan, gaussian, hvae, vae
 
-__all__ = ["dirac", "flows", "gan", "gaussian", "hvae"]
+__all__ = ["dirac", "flows", "gan", "gaussian", "hvae", "vae"]

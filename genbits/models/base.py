@@ -7,7 +7,7 @@ has to know which family it is.
 - :class:`Generative`: every model samples.
 - :class:`Density`: an exact log-density per example (flows, the Gaussian): NLL, density plots.
 - :class:`LatentVariable`: only a lower bound on log p(x) (the ELBO of a VAE); such a model exposes its bound and
-  never a fake ``log_prob``, so nothing reports a bound as an exact likelihood. No family implements it yet.
+  never a fake ``log_prob``, so nothing reports a bound as an exact likelihood (the VAE; ``models/latent.py``).
 - :class:`Game`: several players, each updated on its own loss (GANs).
 - :class:`Conditional`: takes a class label; an unconditional model does not have ``num_classes`` at all.
 
@@ -61,7 +61,7 @@ class Density(Protocol):
 @runtime_checkable
 class LatentVariable(Protocol):
     """A latent-variable model whose likelihood is intractable: the ELBO, a per-example lower bound on log p(x | y),
-    shape (B,), in nats. No family implements it yet (VAEs will); whatever scores it must report a bound, not an NLL."""
+    shape (B,), in nats (the VAE); whatever scores it must report a bound, not an NLL."""
 
     def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 

@@ -6,7 +6,7 @@ Structure. A bottom-up encoder (residual cells, genbits.nn.nvae) reads the image
 keeps one feature map per latent group; a top-down decoder starts from a learned constant and, group by group from
 the coarsest scale to the finest, computes the prior p(z_g | z_<g) from its state, the posterior q(z_g | x, z_<g)
 from the encoder's feature plus its state, samples z_g and folds it into its state (generative cells between
-groups). The image likelihood is a discretized logistic over the data's grey levels.
+groups). The image likelihood is one of genbits.nn.likelihoods (NVAE's discretized logistic mixture by default).
 
 The bits:
 - ``residual_posterior``: q's parameters relative to the prior's, μ_q = μ_p + Δμ, log σ_q = log σ_p + log Δσ, so
@@ -14,25 +14,26 @@ The bits:
 - ``soft_clamp``: μ and log σ pass through 5·tanh(·/5) (σ = exp(log σ) + 0.01), so no KL or σ explodes.
 - ``spectral_regularization``: λ of the loss λ·(Σσ(W) + Σ max|γ|) (genbits.nn.regularization); 0 turns it off.
 - ``bn_momentum``, ``activation``, ``squeeze_excitation``, ``depthwise``: the cells (genbits.nn.nvae).
-- ``kl_warmup``, ``kl_balancing``: read by the ``nvae`` objective (genbits.objectives.nvae), which also adds the
-  regularization: the schedule depends on training progress, which only the objective sees.
+- KL warm-up and KL balancing depend on training progress, so they are options of the ``elbo`` objective
+  (genbits.objectives.elbo: ``warmup``, ``warmup_floor``, ``kl_balancing``), which also adds ``regularization()``;
+  the presets set NVAE's values. The KL comes per latent unit, so balancing weighs each group by its size, as
+  NVAE's area-proportional α does.
 
-Bounds in the flows' convention: the discrete likelihood P(k | z) of the grey levels k is a density
-P(k | z)·levels^D on the dequantization bins of [0, 1]^D, so ``elbo`` bounds the same log-density a flow's NLL
-measures on uniformly dequantized data.
+The model offers its bound in parts (``elbo_parts``, genbits.models.latent) and importance weights
+(``log_weights``), so ``genbits eval --metrics nll,iwae,kl`` apply as for the VAE, in the likelihood's convention.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genbits.data.base import TensorDataset
 from genbits.models.base import check_how, refuse_condition, temperature
+from genbits.models.latent import ElboParts
+from genbits.nn.likelihoods import LIKELIHOODS, build_likelihood
 from genbits.nn.nvae import BN_MOMENTUM, ActivationName, GenerativeCell, ResidualCell, activation
 from genbits.nn.regularization import SpectralRegularization
 from genbits.registry import MODELS
@@ -59,34 +60,16 @@ class Normal:
         return self.mu + scale * self.sigma * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
+        """log N(z; μ, σ²) summed per example, (B,)."""
         e = (z - self.mu) / self.sigma
         return (-0.5 * e * e - self.sigma.log() - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
 
     def kl(self, other: Normal) -> Tensor:
-        """KL(self ‖ other) in closed form: log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½, summed per example."""
+        """KL(self ‖ other) per latent unit, (B, units), in closed form:
+        log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½."""
         ratio = self.sigma / other.sigma
         shift = (self.mu - other.mu) / other.sigma
-        return (0.5 * (ratio * ratio + shift * shift) - 0.5 - ratio.log()).flatten(1).sum(1)
-
-
-def discretized_logistic_log_prob(x: Tensor, mean: Tensor, log_scale: Tensor, levels: int) -> Tensor:
-    """log P(k) of grey levels k = x·(levels − 1) under a logistic(mean, e^log_scale) on [−1, 1] discretized into
-    ``levels`` bins (the end bins take the tails), per element. Stable form of σ(u) − σ(l), u − l = 2h/s:
-    sinh(h/s) / (2 cosh(u/2) cosh(l/2))."""
-    centre = 2 * x - 1
-    half = 1.0 / (levels - 1)
-    inv_scale = torch.exp(-log_scale)
-    upper, lower = (centre - mean + half) * inv_scale, (centre - mean - half) * inv_scale
-    b = half * inv_scale
-    log_sinh = b + torch.log1p(-torch.exp(-2 * b)) - math.log(2)
-    inner = log_sinh - math.log(2) - log_cosh(upper / 2) - log_cosh(lower / 2)
-    return torch.where(
-        centre < -1 + half, F.logsigmoid(upper), torch.where(centre > 1 - half, F.logsigmoid(-lower), inner)
-    )
-
-
-def log_cosh(a: Tensor) -> Tensor:
-    return a.abs() + torch.log1p(torch.exp(-2 * a.abs())) - math.log(2)
+        return (0.5 * (ratio * ratio + shift * shift) - 0.5 - ratio.log()).flatten(1)
 
 
 def halved(size: tuple[int, int]) -> tuple[int, int]:
@@ -100,7 +83,7 @@ class HierarchicalVAE(nn.Module):
     def __init__(
         self,
         event_shape: tuple[int, int, int],
-        levels: int,
+        likelihood: nn.Module,
         channels: int = 32,
         latent_channels: int = 4,
         scales: int = 2,
@@ -113,15 +96,12 @@ class HierarchicalVAE(nn.Module):
         activation_name: ActivationName = "swish",
         squeeze_excitation: bool = True,
         depthwise: bool = True,
-        kl_warmup: float = 0.3,
-        kl_balancing: bool = True,
         soft_clamp: bool = True,
     ):
         super().__init__()
         image_channels, height, width = event_shape
-        self.event_shape, self.levels = tuple(event_shape), levels
+        self.event_shape, self.likelihood = tuple(event_shape), likelihood
         self.residual_posterior, self.soft_clamp = residual_posterior, soft_clamp
-        self.kl_warmup, self.kl_balancing = kl_warmup, kl_balancing
         self.groups, self.groups_per_scale = scales * groups_per_scale, groups_per_scale
         self.latent_channels = latent_channels
         cell_options = {"activation_name": activation_name, "bn_momentum": bn_momentum}
@@ -170,20 +150,16 @@ class HierarchicalVAE(nn.Module):
             nn.Conv2d(channels + latent_channels, channels, 1) for _ in range(self.groups)
         )
 
-        # Back up to the image: undo the preprocessing, then the logistic's mean and log-scale per pixel.
+        # Back up to the image: undo the preprocessing, then the likelihood's parameters per pixel.
         self.postprocess = nn.ModuleList(
             nn.Sequential(nn.Upsample(size=size), nn.Conv2d(channels, channels, 3, padding=1), decoder_cells())
             for size in reversed(sizes[:-1])
         )
-        self.output = head(channels, 2 * image_channels)
+        self.output = head(channels, likelihood.num_params * image_channels)
         self.spectral = SpectralRegularization(self, spectral_regularization) if spectral_regularization > 0 else None
 
     # ------------------------------------------------------------------------------------------------
     # Pieces.
-
-    def kl_alpha(self) -> Tensor:
-        """NVAE's KL-balancing prior weights per group: ∝ the group's area (the "square" rule), 1 at the top."""
-        return torch.tensor([4.0 ** (self.scale_of[0] - s) for s in self.scale_of])
 
     def bottom_up(self, x: Tensor) -> list[Tensor]:
         """The encoder's feature for each group, in top-down order (coarse → fine)."""
@@ -225,46 +201,60 @@ class HierarchicalVAE(nn.Module):
     def absorb(self, g: int, state: Tensor, z: Tensor) -> Tensor:
         return self.merge_latent[g](torch.cat([state, z], dim=1))
 
-    def decode(self, state: Tensor) -> tuple[Tensor, Tensor]:
-        """The logistic's mean and log-scale per pixel, each (B, C, H, W)."""
+    def decode(self, state: Tensor) -> Tensor:
+        """The likelihood's parameters, (B, P, C, H, W)."""
         for block in self.postprocess:
             state = block(state)
-        return self.output(state).chunk(2, dim=1)
+        params = self.output(state)
+        return params.view(len(params), self.likelihood.num_params, *self.event_shape)
 
     # ------------------------------------------------------------------------------------------------
-    # The bound.
+    # Bounds.
 
-    def elbo_terms(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
-        """``reconstruction`` E_q log p(x | z) (one sample, nats, flows' density convention) and ``kl/<g>``
-        KL(q(z_g | x, z_<g) ‖ p(z_g | z_<g)) per group g (0 = top), each (B,)."""
-        refuse_condition("hvae", y)
+    def top_down(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """One posterior draw z ~ q(z | x): log p(x | z) (B,), the closed-form KL of each group g (top first) per
+        latent unit (B, units), and log p(z) − log q(z) at the draw (B,)."""
         features = self.bottom_up(x)
         state = self.top.expand(len(x), *self.top.shape)
-        terms = {}
+        kl, log_ratio = {}, x.new_zeros(len(x))
         for g, feature in enumerate(features):
             state = self.step_down(g, state)
             prior, prior_mu, prior_log_sigma = self.prior_of(g, state)
             posterior = self.posterior_of(g, state, feature, prior_mu, prior_log_sigma)
             z = posterior.sample()
-            terms[f"kl/{g}"] = posterior.kl(prior)
+            kl[str(g)] = posterior.kl(prior)
+            log_ratio = log_ratio + prior.log_prob(z) - posterior.log_prob(z)
             state = self.absorb(g, state, z)
-        mean, log_scale = self.decode(state)
-        log_p = discretized_logistic_log_prob(x, mean, log_scale, self.levels).flatten(1).sum(1)
-        dims = x[0].numel()
-        return {"reconstruction": log_p + dims * math.log(self.levels), **terms}
+        return self.likelihood.log_prob(self.decode(state), x), kl, log_ratio
+
+    def elbo_parts(self, x: Tensor, y: Tensor | None = None) -> ElboParts:
+        """E_q log p(x | z) (one draw) and the KL of every group per latent unit: what the ``elbo`` objective uses."""
+        refuse_condition("hvae", y)
+        reconstruction, kl, _ = self.top_down(x)
+        return ElboParts(reconstruction, kl)
+
+    def elbo_terms(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
+        """``reconstruction`` and ``kl/<g>`` per group (0 = top), each (B,), nats."""
+        return self.elbo_parts(x, y).terms()
 
     def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor:
         """The ELBO per example (B,), nats: reconstruction − Σ_g KL_g."""
-        terms = self.elbo_terms(x, y)
-        return terms.pop("reconstruction") - sum(terms.values())
+        return self.elbo_parts(x, y).elbo()
+
+    def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
+        """log w_i = log p(x, z_i) − log q(z_i | x) for k posterior draws per example, (k, B): the IWAE bound and
+        the importance-sampled NLL."""
+        refuse_condition("hvae", y)
+        log_p, _, log_ratio = self.top_down(x.repeat(k, *(1,) * (x.dim() - 1)))
+        return (log_p + log_ratio).view(k, len(x))
 
     def regularization(self) -> Tensor:
-        """The loss the objective adds to −ELBO: spectral regularization, or 0 when it is off."""
+        """The penalty the objective adds to the loss: spectral regularization, or 0 when it is off."""
         return self.spectral() if self.spectral is not None else self.top.new_zeros(())
 
     @torch.no_grad()
     def sample(self, n: int, y: Tensor | None = None, generator: torch.Generator | None = None, **how: Any) -> Tensor:
-        """Ancestral samples (n, C, H, W) on the data's grey levels; ``temperature`` T scales every prior's σ."""
+        """Ancestral samples (n, C, H, W) in the data's convention; ``temperature`` T scales every prior's σ."""
         refuse_condition("hvae", y)
         check_how("hvae", how, self.SAMPLING_OPTIONS)
         t = temperature(how)
@@ -273,47 +263,46 @@ class HierarchicalVAE(nn.Module):
             state = self.step_down(g, state)
             z = self.prior_of(g, state)[0].sample(generator, t)
             state = self.absorb(g, state, z)
-        mean, log_scale = self.decode(state)
-        u = torch.rand(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype).clamp(1e-5, 1 - 1e-5)
-        x = (mean + log_scale.exp() * (u.log() - (-u).log1p())).clamp(-1, 1)
-        return ((x + 1) / 2 * (self.levels - 1)).round() / (self.levels - 1)
+        return self.likelihood.sample(self.decode(state), generator)
 
 
 @MODELS.register("hvae")
 def hvae(
     event_shape: tuple[int, ...],
-    dataset: TensorDataset,
+    dataset: Any,
     channels: int = 32,
     latent_channels: int = 4,
     scales: int = 2,
     groups_per_scale: int = 2,
     cells: int = 1,
     preprocess: int = 1,
+    likelihood: Literal["bernoulli", "logistic-mixture", "gaussian"] = "logistic-mixture",
+    components: int = 10,
     residual_posterior: bool = True,
     spectral_regularization: float = 1e-2,
     bn_momentum: float = BN_MOMENTUM,
     activation: ActivationName = "swish",
     squeeze_excitation: bool = True,
     depthwise: bool = True,
-    kl_warmup: float = 0.3,
-    kl_balancing: bool = True,
     soft_clamp: bool = True,
 ) -> HierarchicalVAE:
-    """NVAE-style hierarchical VAE on images with ``levels`` grey levels; every bit is an option with NVAE's value.
-    ``spectral_regularization``: λ (0 turns it off); ``kl_warmup``: the fraction of training over which the KL
-    weight rises from 1e-4 to 1 (0: none)."""
-    if len(event_shape) != 3 or getattr(dataset, "levels", None) is None:
-        raise ValueError(f"hvae models images with grey levels (C, H, W); this dataset has event shape {event_shape}")
+    """NVAE-style hierarchical VAE on images (C, H, W); every bit is an option with NVAE's value.
+    ``spectral_regularization``: λ (0 turns it off); ``likelihood`` must fit the data (logistic-mixture: grey
+    levels, bernoulli: binarized) with ``components`` logistics per pixel."""
+    if len(event_shape) != 3:
+        raise ValueError(f"hvae models images (C, H, W); this dataset has event shape {tuple(event_shape)}")
     for name, value in (("channels", channels), ("latent_channels", latent_channels), ("scales", scales)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1, got {value}")
     if groups_per_scale < 1 or cells < 1 or preprocess < 0:
         raise ValueError("need groups_per_scale >= 1, cells >= 1 and preprocess >= 0")
-    if spectral_regularization < 0 or not 0 <= kl_warmup <= 1:
-        raise ValueError("need spectral_regularization >= 0 and kl_warmup in [0, 1]")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
+    if spectral_regularization < 0:
+        raise ValueError(f"spectral_regularization must be >= 0, got {spectral_regularization}")
     return HierarchicalVAE(
-        event_shape,
-        dataset.levels,
+        tuple(event_shape),
+        build_likelihood(likelihood, dataset.levels, components),
         channels,
         latent_channels,
         scales,
@@ -326,7 +315,5 @@ def hvae(
         activation,
         squeeze_excitation,
         depthwise,
-        kl_warmup,
-        kl_balancing,
         soft_clamp,
     )

@@ -2,7 +2,9 @@
 
 - ``nll``: held-out NLL for density models (and the truth's NLL on the same samples where the data density is
   known, so the gap is the KL from data to model; for images the uniform-dequantization bound on the discrete
-  likelihood, also in bits/dim).
+  likelihood, also in bits/dim); for latent models with an encoder the importance-sampled estimate with K samples
+  (``metrics/latent.py``), in the same units and data convention.
+- ``iwae``: the IWAE bound at k of a latent model; ``kl``: its KL per latent unit and active units.
 - ``fid``, ``kid``, ``pr``: sample quality on features of model samples vs held-out data (the test split, or fresh
   samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
   fingerprint (weights hash + preprocessing).
@@ -35,15 +37,21 @@ from genbits.data.base import SampledDataset, dequantize
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
+from genbits.metrics.latent import active_units, importance_sampled
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
 from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
+from genbits.models.latent import Encodes, HasElboParts, ImportanceWeighted
 from genbits.runs import Run
 from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "fid", "kid", "pr", "modes")
+METRICS = ("nll", "iwae", "kl", "fid", "kid", "pr", "modes")
+UNSAMPLED = ("nll", "iwae", "kl")  # metrics of the data under the model: no model samples, no sampling options
+IMPORTANCE_SAMPLES = 1000  # K of the importance-sampled NLL (--importance-samples)
+IWAE_K = 100  # k of the IWAE bound (--iwae-k)
+LATENT_STREAM = 3  # the seed key of the posterior draws and dequantization noise of latent-model metrics
 FEATURE_METRICS = ("fid", "kid", "pr")
 DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
 
@@ -57,8 +65,14 @@ def test_batch(run: Run, n: int) -> torch.Tensor:
 
 
 def default_metrics(run: Run) -> list[str]:
-    """NLL for density models, sample metrics for the rest; mode coverage wherever the modes are known."""
-    metrics = ["nll"] if isinstance(run.model, Density) else list(FEATURE_METRICS)
+    """NLL for density models, the IWAE bound and latent diagnostics plus sample metrics for latent models with an
+    encoder, sample metrics for the rest; mode coverage wherever the modes are known."""
+    if isinstance(run.model, Density):
+        metrics = ["nll"]
+    elif isinstance(run.model, ImportanceWeighted):
+        metrics = ["iwae", "kl", *FEATURE_METRICS]
+    else:
+        metrics = list(FEATURE_METRICS)
     if run.dataset.centres is not None:
         metrics.append("modes")
     return metrics
@@ -73,10 +87,70 @@ def default_features(run: Run) -> str:
     raise ConfigError(f"--features: no default feature net for {run.config.data.name!r}; pass one (see --help)")
 
 
+def _needs_encoder(run: Run, metric: str) -> None:
+    if not isinstance(run.model, ImportanceWeighted):
+        raise ConfigError(
+            f"metrics: {metric!r} needs a density model or a latent model with an encoder; "
+            f"{type(run.model).__name__} has neither log_prob nor an encoder (log_weights)"
+        )
+
+
+def _nll_summary(run: Run, log_p: Tensor, x: Tensor, prefix: str) -> dict[str, Any]:
+    """Mean −log p̂ over the test examples with its standard error, and bits/dim on discrete data."""
+    nll = -log_p
+    result = {prefix: nll.mean().item(), f"{prefix}_stderr": (nll.std() / math.sqrt(len(nll))).item()}
+    if run.dataset.levels is not None:
+        result[f"{prefix}_bits_per_dim"] = bits_per_dim(result[prefix], x[0].numel())
+    return result
+
+
 @torch.no_grad()
-def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
+def latent_likelihood_metrics(run: Run, n: int, metric: str, k: int) -> dict[str, Any]:
+    """``nll``: the importance-sampled NLL with K = k; ``iwae``: the negative IWAE bound at k (the same estimator:
+    log (1/k) Σ w_i). Both score the test data in the dataset's convention (the likelihood dequantizes where it is a
+    density on discrete data), so they compare with the flows' dequantized NLL; draws are seeded."""
+    _needs_encoder(run, metric)
+    x = test_batch(run, n).to(device_of(run.model))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeded_generator(run.config.train.seed, TEST_STREAM, LATENT_STREAM).initial_seed())
+        log_p, mc_error = importance_sampled(run.model, x, k)
+    if metric == "iwae":
+        return {"iwae_k": k, **_nll_summary(run, log_p, x, "iwae_nll")}
+    result: dict[str, Any] = {"n": len(x), "importance_samples": k, **_nll_summary(run, log_p, x, "test_nll")}
+    if "test_nll_bits_per_dim" in result:
+        result["bits_per_dim"] = result.pop("test_nll_bits_per_dim")
+    result["test_nll_mc_stderr"] = (mc_error.square().sum().sqrt() / len(x)).item()  # of the mean, from the draws
+    if run.dataset.has_log_prob:
+        true_nll = -run.dataset.log_prob(x)
+        result["true_nll"] = true_nll.mean().item()
+        result["gap"] = result["test_nll"] - result["true_nll"]
+        result["gap_stderr"] = ((-log_p.cpu() - true_nll.cpu()).std() / math.sqrt(len(x))).item()
+    return result
+
+
+@torch.no_grad()
+def latent_metrics(run: Run, n: int) -> dict[str, Any]:
+    """KL per latent unit (mean over the test data; groups that do not factorize count as one) and active units."""
+    if not isinstance(run.model, HasElboParts):
+        raise ConfigError(f"metrics: 'kl' needs a latent-variable model; {type(run.model).__name__} has no ELBO")
+    x = test_batch(run, n).to(device_of(run.model))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seeded_generator(run.config.train.seed, TEST_STREAM, LATENT_STREAM).initial_seed())
+        parts = run.model.elbo_parts(x)
+    per_unit = {g: (kl.mean(0) if kl.dim() == 2 else kl.mean().reshape(1)).tolist() for g, kl in parts.kl.items()}
+    result: dict[str, Any] = {"kl": parts.total_kl().mean().item(), "kl_per_unit": per_unit}
+    if isinstance(run.model, Encodes):
+        result["active_units"], activity = active_units(run.model.posterior_mean(x))
+        result["latent_units"] = len(activity)
+    return result
+
+
+@torch.no_grad()
+def likelihood_metrics(run: Run, n: int, importance_samples: int = IMPORTANCE_SAMPLES) -> dict[str, Any]:
     if not isinstance(run.model, Density):
-        raise ConfigError(f"metrics: 'nll' needs a density model; {type(run.model).__name__} has no log_prob")
+        if isinstance(run.model, ImportanceWeighted):
+            return latent_likelihood_metrics(run, n, "nll", importance_samples)
+        _needs_encoder(run, "nll")
     x = test_batch(run, n)
     result: dict[str, Any] = {"n": len(x)}
     levels = run.dataset.levels
@@ -182,6 +256,8 @@ def evaluate(
     features: str | Extractor | None = None,
     progress: bool = False,
     how: Mapping[str, Any] | None = None,
+    importance_samples: int = IMPORTANCE_SAMPLES,
+    iwae_k: int = IWAE_K,
 ) -> dict[str, Any]:
     """Metrics for ``run`` at its latest checkpoint (default: :func:`default_metrics`); the CLI writes eval.json.
 
@@ -189,22 +265,29 @@ def evaluate(
     itself) and likelihood metrics stay at the top level: they do not sample, so they are the same for every ``how``.
     """
     n = n or run.config.train.eval_samples
+    for flag, k in (("--importance-samples", importance_samples), ("--iwae-k", iwae_k)):
+        if k < 1:
+            raise ConfigError(f"{flag}: the number of importance samples must be >= 1, got {k}")
     metrics = metrics or default_metrics(run)
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"metrics: {', '.join(unknown)} unknown; choose from {', '.join(METRICS)}")
-    sampled = [m for m in metrics if m != "nll"]
+    sampled = [m for m in metrics if m not in UNSAMPLED]
     how = dict(how or {})
     if how and not sampled:
         raise ConfigError(
-            f"metrics: nll draws no samples, so the sampling options {how_key(how)} would change nothing; "
-            f"add a sample metric ({', '.join(m for m in METRICS if m != 'nll')})"
+            f"metrics: {', '.join(metrics)} draw no samples, so the sampling options {how_key(how)} would change "
+            f"nothing; add a sample metric ({', '.join(m for m in METRICS if m not in UNSAMPLED)})"
         )
     # samples first: an option the model does not understand fails before any other work
     from_samples = sample_metrics(run, metrics, features, n, progress, how) if sampled else {}
     result: dict[str, Any] = {"step": run.step}
     if "nll" in metrics:
-        result.update(likelihood_metrics(run, n))
+        result.update(likelihood_metrics(run, n, importance_samples))
+    if "iwae" in metrics:
+        result.update(latent_likelihood_metrics(run, n, "iwae", iwae_k))
+    if "kl" in metrics:
+        result.update(latent_metrics(run, n))
     if how:
         result["sampling"] = {how_key(how): {"how": how, **from_samples}}
     else:

@@ -16,6 +16,7 @@ from torch import Tensor  # noqa: E402
 
 from genbits.data.base import SampledDataset  # noqa: E402
 from genbits.models.base import Density, balanced_labels, device_of, num_classes_of  # noqa: E402
+from genbits.models.latent import Encodes  # noqa: E402
 from genbits.runs.units import label  # noqa: E402
 from genbits.train.stream import seeded_generator  # noqa: E402
 
@@ -84,12 +85,27 @@ def plot_samples(
         plot_2d(data.numpy(), samples.numpy(), model if density else None, path)
     else:
         columns = classes if by_class and classes <= 16 else 8
-        fig, ax = plt.subplots(figsize=(5, 5))
-        grid = image_grid(samples[: columns * max(1, 64 // columns)].reshape(-1, *dataset.event_shape), columns)
-        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
-        ax.set_axis_off()
+        panels = {"samples": samples[: columns * max(1, 64 // columns)].reshape(-1, *dataset.event_shape)}
+        if isinstance(model, Encodes):  # a model with an encoder: its reconstructions of training data too
+            panels["data (odd rows) and reconstructions (even rows)"] = reconstructions(model, dataset, columns)
+        fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+        for ax, (title, images) in zip(axes[0], panels.items(), strict=True):
+            grid = image_grid(images, columns)
+            ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+            ax.set_axis_off()
+            if len(panels) > 1:
+                ax.set_title(title)
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
+
+
+@torch.no_grad()
+def reconstructions(model: Encodes, dataset, columns: int, rows: int = 4) -> Tensor:
+    """``rows`` rows of training images (as served, e.g. binarized) each followed by its row of reconstructions."""
+    x = dataset.get(torch.arange(rows * columns), seeded_generator(0, 12)).x.to(device_of(model))
+    recon = model.reconstruct(x)
+    pairs = torch.stack([x.reshape(rows, columns, *x.shape[1:]), recon.reshape(rows, columns, *x.shape[1:])], 1)
+    return pairs.reshape(-1, *x.shape[1:]).cpu()
 
 
 def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
