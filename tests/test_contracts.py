@@ -43,6 +43,7 @@ VAE = {"name": "vae", "latent": 2, "width": 16, "depth": 1}
 BINARY_DIGITS = {"name": "digits", "binarize": True}
 DIFFUSION = {"name": "diffusion", "net_options": {"width": 16, "depth": 1}, "steps": 20}
 NOISY_CLASSIFIER = {"name": "noisy-classifier", "channels": 8, "multipliers": [1], "head_dim": 8, "steps": 50}
+HVAE = {"name": "hvae", "channels": 8, "latent_channels": 2, "scales": 2, "groups_per_scale": 1, "preprocess": 0}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
 MODEL_SETTINGS: dict[str, dict[str, Any]] = {
@@ -69,6 +70,11 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
         "objective": {"name": "denoising", "weighting": "min-snr", "p_uncond": 0.2},
     },
     "noisy-classifier": {"data": "digits", "model": NOISY_CLASSIFIER, "objective": "noisy-classification"},
+    "hvae": {
+        "data": "digits",
+        "model": {**HVAE, "components": 2},
+        "objective": {"name": "elbo", "warmup": 0.5, "kl_balancing": True},
+    },
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "likelihood": {"data": "ring", "model": FLOW},
@@ -123,6 +129,7 @@ EXPERIMENT_TESTS = {
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
     "vae-posterior-holes": "test_vae_experiments.py::test_posterior_holes_smoke_measures_every_variant",
     "latent-families": "test_vae_experiments.py::test_latent_families_smoke_scores_every_family",
+    "nvae-bits": "test_nvae_bits.py::test_smoke_one_step_writes_table_figure_and_results",
 }
 
 

@@ -13,6 +13,7 @@ from genbits.experiments import (
     gan_spectral_norm,
     latent_families,
     mode_seeking,
+    nvae_bits,
     vae_posterior_holes,
 )
 
@@ -24,5 +25,6 @@ EXPERIMENTS |= {
     "gan-conditioning": gan_conditioning,
 }
 EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
+EXPERIMENTS |= {"nvae-bits": nvae_bits}
 
 __all__ = ["EXPERIMENTS"]
