@@ -33,12 +33,21 @@ def _check_split(split: str) -> None:
     require(split in SPLITS, f"split must be 'train' or 'test', got {split!r}")
 
 
+def binarized(dataset: TensorDataset, split: str) -> TensorDataset:
+    """Static binarization (as in Salakhutdinov & Murray 2008's binarized MNIST): pixel = 1 with probability its grey
+    value, drawn once from a generator fixed per split (never the run's seed), so every model and run sees the same
+    binary images; ``levels`` = 2, so flows dequantize them and discrete models score them as 2-level images."""
+    generator = torch.Generator().manual_seed(SPLITS.index(split))
+    x = torch.bernoulli(dataset.x, generator=generator)
+    return TensorDataset(x, dataset.y, levels=2, num_classes=dataset.num_classes, name=f"binarized {dataset.name}")
+
+
 @DATASETS.register("digits")
-def digits(split: str = "train") -> TensorDataset:
+def digits(split: str = "train", binarize: bool = False) -> TensorDataset:
     """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 → 17 grey levels, 10 classes.
 
     Split: the first 1,500 images train, the last 297 test. A fixed cut rather than a shuffle, so it never
-    depends on a seed; both halves hold every class in near-equal numbers.
+    depends on a seed; both halves hold every class in near-equal numbers. ``binarize``: see :func:`binarized`.
     """
     _check_split(split)
     from sklearn.datasets import load_digits  # here, so that importing genbits.data does not import sklearn
@@ -47,7 +56,8 @@ def digits(split: str = "train") -> TensorDataset:
     cut = slice(None, -DIGITS_TEST) if split == "train" else slice(-DIGITS_TEST, None)
     x = torch.tensor(bunch.images[cut] / 16, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target[cut], dtype=torch.int64)
-    return TensorDataset(x, y, levels=17, num_classes=10, name="digits")
+    dataset = TensorDataset(x, y, levels=17, num_classes=10, name="digits")
+    return binarized(dataset, split) if binarize else dataset
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -96,7 +106,9 @@ def _find_idx(folder: Path, stem: str, name: str, hint: str) -> Path:
     raise DatasetNotFound(f"{name}: no {stem}[.gz] in {folder}; {hint}set data.path=DIR to the folder holding it")
 
 
-def _mnist_format(path: str, split: str, size: int, name: str, hint: str, num_classes: int | None) -> TensorDataset:
+def _mnist_format(
+    path: str, split: str, size: int, name: str, hint: str, num_classes: int | None, binarize: bool
+) -> TensorDataset:
     """The ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` pair of one split; 256 grey levels."""
     _check_split(split)
     require(bool(path), "path is required: set data.path=DIR to a folder of MNIST-format IDX files")
@@ -116,20 +128,25 @@ def _mnist_format(path: str, split: str, size: int, name: str, hint: str, num_cl
     )
     x = downscale(torch.from_numpy(images).unsqueeze(1).float(), size) / 255
     y = torch.from_numpy(labels.astype(np.int64))
-    return TensorDataset(x, y, levels=256, num_classes=num_classes or int(y.max()) + 1, name=name)
+    dataset = TensorDataset(x, y, levels=256, num_classes=num_classes or int(y.max()) + 1, name=name)
+    return binarized(dataset, split) if binarize else dataset
 
 
 @DATASETS.register("idx")
-def idx_dataset(path: str = "", split: str = "train", size: int = 0) -> TensorDataset:
-    """Any MNIST-format folder; num_classes is the largest label of the split + 1."""
-    return _mnist_format(path, split, size, "idx", hint="", num_classes=None)
+def idx_dataset(path: str = "", split: str = "train", size: int = 0, binarize: bool = False) -> TensorDataset:
+    """Any MNIST-format folder; num_classes is the largest label of the split + 1. ``binarize``: see
+    :func:`binarized`."""
+    return _mnist_format(path, split, size, "idx", hint="", num_classes=None, binarize=binarize)
 
 
 @DATASETS.register("fashion-mnist")
-def fashion_mnist(path: str = FASHION_MNIST, split: str = "train", size: int = 0) -> TensorDataset:
-    """Zalando's Fashion-MNIST: 28×28 grey clothes in 10 classes, 60,000 train and 10,000 test images."""
+def fashion_mnist(
+    path: str = FASHION_MNIST, split: str = "train", size: int = 0, binarize: bool = False
+) -> TensorDataset:
+    """Zalando's Fashion-MNIST: 28×28 grey clothes in 10 classes, 60,000 train and 10,000 test images.
+    ``binarize``: see :func:`binarized`."""
     hint = f"install it into {FASHION_MNIST} with `apt-get install dataset-fashion-mnist` or "
-    return _mnist_format(path, split, size, "fashion-mnist", hint, num_classes=10)
+    return _mnist_format(path, split, size, "fashion-mnist", hint, num_classes=10, binarize=binarize)
 
 
 def _pngs(folder: Path) -> list[Path]:

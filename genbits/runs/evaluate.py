@@ -1,8 +1,9 @@
 """Evaluation of a run by what its model offers.
 
 - ``nll``: held-out NLL for density models (and the truth's NLL on the same samples where the data density is
-  known, so the gap is the KL from data to model; for images the uniform-dequantization bound on the discrete
-  likelihood, also in bits/dim).
+  known, so the gap is the KL from data to model). On images, in nats and bits/dim, the NLL of the integer grey
+  levels: exact for a ``Discrete`` model (autoregressive), the uniform-dequantization upper bound for a continuous
+  density (flows); ``likelihood`` says which. A conditional density is scored on the test labels, −log p(x | y).
 - ``fid``, ``kid``, ``pr``: sample quality on features of model samples vs held-out data (the test split, or fresh
   samples for the 2-D toys). The real side's features are cached, keyed by dataset, split, N and the extractor's
   fingerprint (weights hash + preprocessing).
@@ -31,13 +32,22 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from genbits.data import build_dataset
-from genbits.data.base import SampledDataset, dequantize
+from genbits.data.base import Batch, SampledDataset
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
 from genbits.metrics.likelihood import bits_per_dim, dequantized_nll
 from genbits.metrics.modes import mode_coverage
-from genbits.models.base import Density, Generative, balanced_labels, device_of, how_key, num_classes_of
+from genbits.models.base import (
+    Density,
+    Discrete,
+    Generative,
+    balanced_labels,
+    device_of,
+    how_key,
+    num_classes_of,
+)
+from genbits.objectives.likelihood import likelihood_input
 from genbits.runs import Run
 from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
@@ -48,12 +58,17 @@ FEATURE_METRICS = ("fid", "kid", "pr")
 DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
 
 
-def test_batch(run: Run, n: int) -> torch.Tensor:
+def test_data(run: Run, n: int) -> Batch:
     """Held-out data: fresh samples (fixed seed, disjoint stream) for toys, the test split for finite datasets."""
     if isinstance(run.dataset, SampledDataset):
-        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM)).x
+        return run.dataset.sample(n, seeded_generator(run.config.train.seed, TEST_STREAM))
     test = build_dataset(run.config.data.name, run.config.data.options, split="test", seed=run.config.train.seed)
-    return test.x[:n]
+    return test.get(torch.arange(min(n, len(test))))
+
+
+def test_batch(run: Run, n: int) -> torch.Tensor:
+    """The held-out data points of :func:`test_data`."""
+    return test_data(run, n).x
 
 
 def default_metrics(run: Run) -> list[str]:
@@ -77,15 +92,18 @@ def default_features(run: Run) -> str:
 def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
     if not isinstance(run.model, Density):
         raise ConfigError(f"metrics: 'nll' needs a density model; {type(run.model).__name__} has no log_prob")
-    x = test_batch(run, n)
-    result: dict[str, Any] = {"n": len(x)}
+    data = test_data(run, n)
+    result: dict[str, Any] = {"n": len(data)}
     levels = run.dataset.levels
-    if levels is not None:  # images: a bound on the discrete NLL through uniform dequantization
-        x = dequantize(x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
-    nll = torch.cat([-run.model.log_prob(chunk) for chunk in x.split(4096)])
+    x = likelihood_input(run.model, data.x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
+    labels = data.y if num_classes_of(run.model) is not None else None
+    chunks = torch.arange(len(x)).split(4096)
+    nll = torch.cat([-run.model.log_prob(x[c], None if labels is None else labels[c]) for c in chunks])
     if levels is not None:
         dims = x[0].numel()
-        nll = dequantized_nll(nll, levels, dims)
+        exact = isinstance(run.model, Discrete)
+        nll = nll if exact else dequantized_nll(nll, levels, dims)
+        result["likelihood"] = "exact discrete" if exact else "dequantized bound"
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
     result["test_nll"] = nll.mean().item()
     result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
