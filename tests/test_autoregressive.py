@@ -60,7 +60,7 @@ def test_made_output_i_depends_exactly_on_the_inputs_before_i_in_each_ordering(h
     model = MADE((features,), (64, 64), head, orderings=3, seed=seed).double()
     for k in range(3):
         order = model.orders[k]
-        params = lambda x: model.params(x[None], k)[0].sum(-1)  # noqa: E731  (D outputs)
+        params = lambda x, k=k: model.params(x[None], k)[0].sum(-1)  # noqa: E731  (D outputs)
         reaches = dependence(params, torch.rand(8, features, dtype=torch.float64))
         assert torch.equal(reaches, order[None, :] < order[:, None]), (k, order)
     assert not torch.equal(model.orders[1], model.orders[2]), "orderings are drawn at random"
@@ -209,7 +209,7 @@ def test_the_likelihood_objective_scores_a_discrete_model_on_the_levels_themselv
 
 
 def test_eval_reports_the_exact_nll_of_the_levels_in_bits_per_dim(tmp_path):
-    overrides = ["train.steps=2", "train.sample_every=0", "model.channels=4", "model.layers=1"]
+    overrides = ["train.steps=2", "train.sample_every=null", "model.channels=4", "model.layers=1"]
     train(load_config("pixelcnn-digits", overrides), tmp_path, progress=False)
     run = load_run(tmp_path)
     result = evaluate(run, n=50)
@@ -262,7 +262,7 @@ def test_static_binarization_is_fixed_per_split_and_keeps_the_grey_mean():
 @pytest.mark.parametrize("preset", ["pixelcnn-digits", "made-ring"], ids=["pixelcnn-conditional", "made-orderings"])
 def test_runs_with_random_label_drops_and_orderings_resume_exactly(preset, tmp_path):
     """Label dropout and ordering draws come from the global RNG, which checkpoints carry: 1 + 2 steps = 3 steps."""
-    small = ["train.sample_every=0", "train.checkpoint_every=1", "train.batch_size=8"]
+    small = ["train.sample_every=null", "train.checkpoint_every=1", "train.batch_size=8"]
     small += ["model.channels=4", "model.layers=1"] if preset.startswith("pixelcnn") else ["model.hidden=[16]"]
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(load_config(preset, [*small, "train.steps=3"]), straight, progress=False)

@@ -47,6 +47,22 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": "gan"},
     "conditional gan": {"data": "digits", "model": {**MLP_GAN, "conditioning": "concat"}, "objective": "gan"},
     "dirac-gan": {"data": "dirac", "model": "dirac-gan", "objective": "gan", "optim": {"optimizer": "sgd"}},
+    "made": {"data": "ring", "model": {"name": "made", "hidden": [16], "orderings": 2}, "objective": "likelihood"},
+    "binarized made": {
+        "data": {"name": "digits", "binarize": True},
+        "model": {"name": "made", "hidden": [16], "orderings": 2},
+        "objective": "likelihood",
+    },
+    "pixelcnn": {
+        "data": "digits",
+        "model": {"name": "pixelcnn", "channels": 4, "layers": 2},
+        "objective": "likelihood",
+    },
+    "conditional pixelcnn": {
+        "data": {"name": "digits", "binarize": True},
+        "model": {"name": "pixelcnn", "channels": 4, "layers": 2, "conditional": True},
+        "objective": "likelihood",
+    },
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "likelihood": {"data": "ring", "model": FLOW},
