@@ -39,6 +39,8 @@ HERE = Path(__file__).parent
 TRAIN = {"steps": 2, "batch_size": 16, "log_every": 1, "sample_every": None, "checkpoint_every": 1, "ema_decay": 0.0}
 MLP_GAN = {"name": "gan", "arch": "mlp", "width": 16, "depth": 1, "latent": 4}
 FLOW = {"name": "flow", "layers": 2}
+VAE = {"name": "vae", "latent": 2, "width": 16, "depth": 1}
+BINARY_DIGITS = {"name": "digits", "binarize": True}
 
 # One small run per registered name: {data, model, objective, optim} merged over TRAIN.
 MODEL_SETTINGS: dict[str, dict[str, Any]] = {
@@ -47,9 +49,20 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": "gan"},
     "conditional gan": {"data": "digits", "model": {**MLP_GAN, "conditioning": "concat"}, "objective": "gan"},
     "dirac-gan": {"data": "dirac", "model": "dirac-gan", "objective": "gan", "optim": {"optimizer": "sgd"}},
+    "vae": {"data": "ring", "model": {**VAE, "prior": "flow", "flow_layers": 1}, "objective": "elbo"},
+    "vae conv, bernoulli, flow posterior": {
+        "data": BINARY_DIGITS,
+        "model": {**VAE, "arch": "conv", "width": 4, "likelihood": "bernoulli", "posterior": "flow", "norm": "batch"},
+        "objective": "elbo",
+    },
+    "vae logistic mixture, vampprior": {
+        "data": "digits",
+        "model": {**VAE, "likelihood": "logistic-mixture", "components": 2, "prior": "vamp", "pseudo_inputs": 3},
+        "objective": {"name": "iwae", "k": 3},
+    },
     "made": {"data": "ring", "model": {"name": "made", "hidden": [16], "orderings": 2}, "objective": "likelihood"},
     "binarized made": {
-        "data": {"name": "digits", "binarize": True},
+        "data": BINARY_DIGITS,
         "model": {"name": "made", "hidden": [16], "orderings": 2},
         "objective": "likelihood",
     },
@@ -59,7 +72,7 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
         "objective": "likelihood",
     },
     "conditional pixelcnn": {
-        "data": {"name": "digits", "binarize": True},
+        "data": BINARY_DIGITS,
         "model": {"name": "pixelcnn", "channels": 4, "layers": 2, "conditional": True},
         "objective": "likelihood",
     },
@@ -76,6 +89,8 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "gan", "r1": 1.0}},
     "least-squares": {"data": "ring", "model": MLP_GAN},
     "f-gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "f-gan", "divergence": "kl"}},
+    "elbo": {"data": "ring", "model": VAE, "objective": {"name": "elbo", "warmup": 0.5, "free_bits": 0.1}},
+    "iwae": {"data": BINARY_DIGITS, "model": {**VAE, "likelihood": "bernoulli"}, "objective": {"name": "iwae", "k": 4}},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}
 RULE_SETTINGS: dict[str, dict[str, Any]] = {

@@ -79,5 +79,6 @@ class TensorDataset:
     def __len__(self) -> int:
         return len(self.x)
 
-    def get(self, index: Tensor) -> Batch:
+    def get(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
+        """The examples at ``index``; ``generator`` drives datasets that draw as they serve (dynamic binarization)."""
         return Batch(self.x[index], None if self.y is None else self.y[index])

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from genbits.data.base import TensorDataset, require
+from genbits.data.base import Batch, TensorDataset, require
 from genbits.errors import DatasetNotFound
 from genbits.registry import DATASETS
 
@@ -29,25 +29,38 @@ FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
+TEST_BINARIZATION_SEED = 0  # the test split is binarized once, the same for every run, so NLLs compare
+
+
 def _check_split(split: str) -> None:
     require(split in SPLITS, f"split must be 'train' or 'test', got {split!r}")
 
 
-def binarized(dataset: TensorDataset, split: str) -> TensorDataset:
-    """Static binarization (as in Salakhutdinov & Murray 2008's binarized MNIST): pixel = 1 with probability its grey
-    value, drawn once from a generator fixed per split (never the run's seed), so every model and run sees the same
-    binary images; ``levels`` = 2, so flows dequantize them and discrete models score them as 2-level images."""
-    generator = torch.Generator().manual_seed(SPLITS.index(split))
-    x = torch.bernoulli(dataset.x, generator=generator)
-    return TensorDataset(x, dataset.y, levels=2, num_classes=dataset.num_classes, name=f"binarized {dataset.name}")
+class DynamicallyBinarized(TensorDataset):
+    """Grey images served as {0, 1} pixels drawn x ~ Bernoulli(grey) afresh every time an image is drawn (dynamic
+    binarization, Salakhutdinov & Murray 2008): the model sees new binary images each epoch. ``x`` keeps the grey
+    values (the Bernoulli means); ``levels`` is 2, the served data's."""
+
+    def get(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
+        batch = super().get(index)
+        return Batch(torch.bernoulli(batch.x, generator=generator), batch.y)
+
+
+def binarized(grey: TensorDataset, split: str) -> TensorDataset:
+    """The binarized form of ``grey``: dynamic on the train split, drawn once with a fixed seed on the test split."""
+    if split == "train":
+        return DynamicallyBinarized(grey.x, grey.y, 2, grey.num_classes, grey.name)
+    x = torch.bernoulli(grey.x, generator=torch.Generator().manual_seed(TEST_BINARIZATION_SEED))
+    return TensorDataset(x, grey.y, 2, grey.num_classes, grey.name)
 
 
 @DATASETS.register("digits")
 def digits(split: str = "train", binarize: bool = False) -> TensorDataset:
-    """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 → 17 grey levels, 10 classes.
+    """scikit-learn's bundled 8×8 digits: 1,797 images, values 0..16 → 17 grey levels, 10 classes; ``binarize``:
+    {0, 1} pixels (2 levels) drawn from the grey values, dynamically on the train split.
 
     Split: the first 1,500 images train, the last 297 test. A fixed cut rather than a shuffle, so it never
-    depends on a seed; both halves hold every class in near-equal numbers. ``binarize``: see :func:`binarized`.
+    depends on a seed; both halves hold every class in near-equal numbers.
     """
     _check_split(split)
     from sklearn.datasets import load_digits  # here, so that importing genbits.data does not import sklearn
@@ -56,8 +69,8 @@ def digits(split: str = "train", binarize: bool = False) -> TensorDataset:
     cut = slice(None, -DIGITS_TEST) if split == "train" else slice(-DIGITS_TEST, None)
     x = torch.tensor(bunch.images[cut] / 16, dtype=torch.float32).unsqueeze(1)
     y = torch.tensor(bunch.target[cut], dtype=torch.int64)
-    dataset = TensorDataset(x, y, levels=17, num_classes=10, name="digits")
-    return binarized(dataset, split) if binarize else dataset
+    data = TensorDataset(x, y, levels=17, num_classes=10, name="digits")
+    return binarized(data, split) if binarize else data
 
 
 def read_idx(path: str | Path) -> np.ndarray:
@@ -106,9 +119,7 @@ def _find_idx(folder: Path, stem: str, name: str, hint: str) -> Path:
     raise DatasetNotFound(f"{name}: no {stem}[.gz] in {folder}; {hint}set data.path=DIR to the folder holding it")
 
 
-def _mnist_format(
-    path: str, split: str, size: int, name: str, hint: str, num_classes: int | None, binarize: bool
-) -> TensorDataset:
+def _mnist_format(path: str, split: str, size: int, name: str, hint: str, num_classes: int | None) -> TensorDataset:
     """The ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`` pair of one split; 256 grey levels."""
     _check_split(split)
     require(bool(path), "path is required: set data.path=DIR to a folder of MNIST-format IDX files")
@@ -128,25 +139,25 @@ def _mnist_format(
     )
     x = downscale(torch.from_numpy(images).unsqueeze(1).float(), size) / 255
     y = torch.from_numpy(labels.astype(np.int64))
-    dataset = TensorDataset(x, y, levels=256, num_classes=num_classes or int(y.max()) + 1, name=name)
-    return binarized(dataset, split) if binarize else dataset
+    return TensorDataset(x, y, levels=256, num_classes=num_classes or int(y.max()) + 1, name=name)
 
 
 @DATASETS.register("idx")
 def idx_dataset(path: str = "", split: str = "train", size: int = 0, binarize: bool = False) -> TensorDataset:
-    """Any MNIST-format folder; num_classes is the largest label of the split + 1. ``binarize``: see
-    :func:`binarized`."""
-    return _mnist_format(path, split, size, "idx", hint="", num_classes=None, binarize=binarize)
+    """Any MNIST-format folder; num_classes is the largest label of the split + 1; ``binarize`` as for digits."""
+    data = _mnist_format(path, split, size, "idx", hint="", num_classes=None)
+    return binarized(data, split) if binarize else data
 
 
 @DATASETS.register("fashion-mnist")
 def fashion_mnist(
     path: str = FASHION_MNIST, split: str = "train", size: int = 0, binarize: bool = False
 ) -> TensorDataset:
-    """Zalando's Fashion-MNIST: 28×28 grey clothes in 10 classes, 60,000 train and 10,000 test images.
-    ``binarize``: see :func:`binarized`."""
+    """Zalando's Fashion-MNIST: 28×28 grey clothes in 10 classes, 60,000 train and 10,000 test images;
+    ``binarize`` as for digits."""
     hint = f"install it into {FASHION_MNIST} with `apt-get install dataset-fashion-mnist` or "
-    return _mnist_format(path, split, size, "fashion-mnist", hint, num_classes=10, binarize=binarize)
+    data = _mnist_format(path, split, size, "fashion-mnist", hint, num_classes=10)
+    return binarized(data, split) if binarize else data
 
 
 def _pngs(folder: Path) -> list[Path]:

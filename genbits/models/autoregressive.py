@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from genbits.data.base import SampledDataset, TensorDataset
 from genbits.errors import ConfigError
 from genbits.models.base import check_how, num_classes_of, refuse_condition, temperature
+from genbits.nn.likelihoods import build_likelihood
 from genbits.registry import MODELS
 
 # ----------------------------------------------------------------------------------------------------
@@ -83,11 +84,33 @@ def sample_levels(log_probs: Tensor, generator: torch.Generator | None, scale: f
     return (k.reshape(probs.shape[:-1]) / (probs.shape[-1] - 1)).to(log_probs.device, log_probs.dtype)
 
 
-def discrete_head(output: str, levels: int) -> Any:
-    """The conditional of a pixel: ``softmax`` (levels-way) or ``logistic-mixture``."""
+class LogisticMixtureHead:
+    """The discretized logistic mixture of ``nn.likelihoods`` (Salimans et al. 2017) as one pixel's conditional:
+    ``components`` logistics whose bins over the ``levels`` grey levels carry the exact mass of each level."""
+
+    def __init__(self, levels: int, components: int):
+        self.mixture = build_likelihood("logistic-mixture", levels, components)
+        self.levels, self.params = levels, self.mixture.num_params
+
+    def log_prob(self, params: Tensor, x: Tensor) -> Tensor:
+        flat = self.mixture.log_prob(params.reshape(-1, self.params, 1), x.reshape(-1, 1))  # one value per row
+        return flat.reshape(x.shape)
+
+    def level_log_probs(self, params: Tensor) -> Tensor:
+        """log P(k) for every level: (..., levels), each level scored as a value of its own."""
+        grid = torch.arange(self.levels, device=params.device, dtype=params.dtype) / (self.levels - 1)
+        shape = (*params.shape[:-1], self.levels)
+        return self.log_prob(params[..., None, :].expand(*shape, self.params), grid.expand(shape))
+
+
+def discrete_head(output: str, levels: int, mixtures: int) -> Categorical | LogisticMixtureHead:
+    """The conditional of a pixel: a ``levels``-way ``softmax`` or a ``logistic-mixture`` of ``mixtures`` logistics
+    (which needs grey levels: on binarized data a softmax is already the exact Bernoulli)."""
     if output == "softmax":
         return Categorical(levels)
-    raise ValueError(f"output must be softmax, got {output!r}")
+    if output == "logistic-mixture":
+        return LogisticMixtureHead(levels, mixtures)
+    raise ValueError(f"output must be softmax or logistic-mixture, got {output!r}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -283,7 +306,7 @@ class PixelCNN(nn.Module):
     def __init__(
         self,
         event_shape: Sequence[int],
-        head: Categorical,
+        head: Categorical | LogisticMixtureHead,
         channels: int,
         layers: int,
         kernel: int,
@@ -374,11 +397,13 @@ def pixelcnn(
     channels: int = 32,
     layers: int = 6,
     kernel: int = 3,
-    output: Literal["softmax"] = "softmax",
+    output: Literal["softmax", "logistic-mixture"] = "softmax",
+    mixtures: int = 5,
     conditional: bool = False,
     p_uncond: float = 0.1,
 ) -> PixelCNN:
-    """A gated PixelCNN on the dataset's one-channel images; ``output``: a softmax over the data's levels.
+    """A gated PixelCNN on the dataset's one-channel images; ``output``: a softmax over the data's levels or a
+    discretized mixture of ``mixtures`` logistics (PixelCNN++'s, fewer outputs than 256 levels).
     ``conditional``: on the dataset's classes, with the null class dropped in with probability ``p_uncond``
     (classifier-free guidance at sampling). ``kernel`` is odd; ``layers`` × (kernel // 2) rows and columns
     of receptive field."""
@@ -393,5 +418,5 @@ def pixelcnn(
         raise ValueError("conditional=true needs a dataset with classes")
     if not 0 <= p_uncond < 1:
         raise ValueError(f"p_uncond must be in [0, 1), got {p_uncond}")
-    head = discrete_head(output, dataset.levels)
+    head = discrete_head(output, dataset.levels, mixtures)
     return PixelCNN(shape, head, channels, layers, kernel, num_classes if conditional else None, p_uncond)

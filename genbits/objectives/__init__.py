@@ -1,6 +1,6 @@
 """Objectives: small callables returning one loss per player (see ``base.Losses``)."""
 
-from genbits.objectives import adversarial, likelihood, quadrature
+from genbits.objectives import adversarial, elbo, likelihood, quadrature
 from genbits.objectives.base import Losses, players_of
 
-__all__ = ["Losses", "adversarial", "likelihood", "players_of", "quadrature"]
+__all__ = ["Losses", "adversarial", "elbo", "likelihood", "players_of", "quadrature"]

@@ -54,7 +54,7 @@ class BatchStream:
         start = k * self.batch_size
         index = torch.cat([self._order(e) for e in range(start // n, (start + self.batch_size - 1) // n + 1)])
         offset = start - (start // n) * n
-        return self.dataset.get(index[offset : offset + self.batch_size])
+        return self.dataset.get(index[offset : offset + self.batch_size], seeded_generator(self.seed, k, 2))
 
     def _order(self, epoch: int) -> torch.Tensor:
         """The shuffled order of one epoch (cached: consecutive batches mostly share it)."""
