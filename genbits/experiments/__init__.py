@@ -12,6 +12,7 @@ from genbits.experiments import (
     gan_mog,
     gan_spectral_norm,
     mode_seeking,
+    pixelcnn_guidance,
 )
 
 EXPERIMENTS = {"mode-seeking": mode_seeking, "divergences": divergences, "dirac-gan": dirac_gan, "gan-mog": gan_mog}
@@ -21,5 +22,6 @@ EXPERIMENTS |= {
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
 }
+EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
 
 __all__ = ["EXPERIMENTS"]
