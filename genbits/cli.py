@@ -41,8 +41,10 @@ EPILOG = {
         """,
     "eval": """
         metrics:
-          nll     held-out NLL in nats (density models); for images the dequantized bound, also in bits/dim; where
-                  the data density is known (2-D toys) also true_nll on the same samples and the gap ≈ KL(data‖model)
+          nll     held-out NLL in nats (density models); for images that of the integer levels, also in bits/dim:
+                  exact for autoregressive models, the dequantized bound for flows (both NLLs of the same integers);
+                  where the data density is known (2-D toys) also true_nll on the same samples and the
+                  gap ≈ KL(data‖model)
           fid     Fréchet distance between Gaussian fits of real and sample features (float64)
           kid     unbiased KID with the cubic kernel: mean ± std over 100 subsets of ≤ 1000
           pr      improved precision / recall with k = 3 nearest-neighbour balls

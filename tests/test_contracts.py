@@ -74,6 +74,21 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
         "data": "digits",
         "model": {**HVAE, "components": 2},
         "objective": {"name": "elbo", "warmup": 0.5, "kl_balancing": True},
+    "made": {"data": "ring", "model": {"name": "made", "hidden": [16], "orderings": 2}, "objective": "likelihood"},
+    "binarized made": {
+        "data": BINARY_DIGITS,
+        "model": {"name": "made", "hidden": [16], "orderings": 2},
+        "objective": "likelihood",
+    },
+    "pixelcnn": {
+        "data": "digits",
+        "model": {"name": "pixelcnn", "channels": 4, "layers": 2},
+        "objective": "likelihood",
+    },
+    "conditional pixelcnn": {
+        "data": BINARY_DIGITS,
+        "model": {"name": "pixelcnn", "channels": 4, "layers": 2, "conditional": True},
+        "objective": "likelihood",
     },
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -130,6 +145,7 @@ EXPERIMENT_TESTS = {
     "vae-posterior-holes": "test_vae_experiments.py::test_posterior_holes_smoke_measures_every_variant",
     "latent-families": "test_vae_experiments.py::test_latent_families_smoke_scores_every_family",
     "nvae-bits": "test_nvae_bits.py::test_smoke_one_step_writes_table_figure_and_results",
+    "pixelcnn-guidance": "test_pixelcnn_guidance.py::test_smoke_scores_every_scale",
 }
 
 

@@ -14,6 +14,7 @@ from genbits.experiments import (
     latent_families,
     mode_seeking,
     nvae_bits,
+    pixelcnn_guidance,
     vae_posterior_holes,
 )
 
@@ -26,5 +27,6 @@ EXPERIMENTS |= {
 }
 EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
 EXPERIMENTS |= {"nvae-bits": nvae_bits}
+EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
 
 __all__ = ["EXPERIMENTS"]

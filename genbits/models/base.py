@@ -6,6 +6,8 @@ has to know which family it is.
 
 - :class:`Generative`: every model samples.
 - :class:`Density`: an exact log-density per example (flows, the Gaussian): NLL, density plots.
+- :class:`Discrete`: a density model whose ``log_prob`` is a probability mass on the data's grey levels
+  (autoregressive image models): no dequantization.
 - :class:`LatentVariable`: only a lower bound on log p(x) (the ELBO of a VAE or a diffusion model); such a model
   exposes its bound and never a fake ``log_prob``, so nothing reports a bound as an exact likelihood
   (``models/latent.py``: what VAEs add to it).
@@ -58,6 +60,16 @@ class Density(Protocol):
     """An exact, normalized log-density: log p(x | y) per example, shape (B,), in nats."""
 
     def log_prob(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
+
+
+@runtime_checkable
+class Discrete(Density, Protocol):
+    """A distribution on grey levels: ``log_prob(x, y)`` is the exact log-probability *mass* of the integer levels
+    k = round(x·(levels − 1)) of data in [0, 1], not a density. Likelihood training and evaluation use it as it is,
+    where a continuous density on images needs uniform dequantization (a bound); both are NLLs of the same integers
+    in the same units, so bits/dim compare."""
+
+    levels: int
 
 
 @runtime_checkable

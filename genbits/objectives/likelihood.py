@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
 from genbits.data.base import Batch, SampledDataset, TensorDataset, dequantize
 from genbits.errors import ConfigError
-from genbits.models.base import Conditional, Density
+from genbits.models.base import Conditional, Density, Discrete
 from genbits.objectives.base import Losses
 from genbits.registry import OBJECTIVES
 
 
-class MaximumLikelihood:
-    """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering).
+def likelihood_input(model: nn.Module, x: Tensor, levels: int | None, generator: torch.Generator | None = None):
+    """What a density model scores: on images (``levels`` grey levels) a continuous density gets uniformly dequantized
+    values, or its likelihood would grow without bound on the lattice; a :class:`Discrete` model gets the levels
+    themselves, and must have been built for the data's levels."""
+    if isinstance(model, Discrete):
+        if model.levels != levels:
+            data = "continuous data" if levels is None else f"data with {levels} levels"
+            raise ConfigError(
+                f"model: {type(model).__name__} is a distribution on {model.levels} levels, not on {data}"
+            )
+        return x
+    return x if levels is None else dequantize(x, levels, generator)
 
-    On discrete data (images with ``levels`` grey levels) a continuous density is fitted to uniformly dequantized
-    values, or its likelihood would grow without bound on the lattice.
-    """
+
+class MaximumLikelihood:
+    """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering),
+    on what :func:`likelihood_input` says the model scores."""
 
     def __init__(self, levels: int | None = None):
         self.levels = levels
@@ -24,7 +36,7 @@ class MaximumLikelihood:
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         if not isinstance(model, Density):
             raise ConfigError(f"objective 'likelihood' needs a density model; {type(model).__name__} has no log_prob")
-        x = batch.x if self.levels is None else dequantize(batch.x, self.levels)
+        x = likelihood_input(model, batch.x, self.levels)
         y = batch.y if isinstance(model, Conditional) else None  # labels condition only a model that takes them
         nll = -model.log_prob(x, y).mean()
         return Losses({"model": nll}, {"nll": nll.detach()})

@@ -1,8 +1,9 @@
 """Evaluation of a run by what its model offers.
 
 - ``nll``: held-out NLL for density models (and the truth's NLL on the same samples where the data density is
-  known, so the gap is the KL from data to model; for images the uniform-dequantization bound on the discrete
-  likelihood, also in bits/dim).
+  known, so the gap is the KL from data to model). On images, in nats and bits/dim, the NLL of the integer grey
+  levels: exact for a ``Discrete`` model (autoregressive), the uniform-dequantization upper bound for a continuous
+  density (flows); ``likelihood`` says which. A conditional density is scored on the test labels, −log p(x | y).
 - ``elbo``: for latent-variable models, −ELBO on held-out data: an upper bound on the same NLL as ``nll`` (nats,
   bits/dim for images, the gap to the true NLL on toys), with the model's terms (``elbo_terms``: a diffusion model's
   L_T, L_t, L_0; a VAE's reconstruction and KL) averaged under ``elbo_terms``.
@@ -37,7 +38,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from genbits.data import build_dataset
-from genbits.data.base import Batch, SampledDataset, dequantize
+from genbits.data.base import Batch, SampledDataset
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
@@ -47,6 +48,7 @@ from genbits.metrics.modes import mode_coverage
 from genbits.models.base import (
     Conditional,
     Density,
+    Discrete,
     Generative,
     LatentVariable,
     balanced_labels,
@@ -55,6 +57,7 @@ from genbits.models.base import (
     num_classes_of,
 )
 from genbits.models.latent import Encodes, HasElboParts, ImportanceWeighted
+from genbits.objectives.likelihood import likelihood_input
 from genbits.runs import Run
 from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
@@ -161,15 +164,18 @@ def likelihood_metrics(run: Run, n: int, importance_samples: int = IMPORTANCE_SA
         if isinstance(run.model, ImportanceWeighted):
             return latent_likelihood_metrics(run, n, "nll", importance_samples)
         _needs_encoder(run, "nll")
-    x = test_batch(run, n)
-    result: dict[str, Any] = {"n": len(x)}
+    data = test_data(run, n)
+    result: dict[str, Any] = {"n": len(data)}
     levels = run.dataset.levels
-    if levels is not None:  # images: a bound on the discrete NLL through uniform dequantization
-        x = dequantize(x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
-    nll = torch.cat([-run.model.log_prob(chunk) for chunk in x.split(4096)])
+    x = likelihood_input(run.model, data.x, levels, seeded_generator(run.config.train.seed, TEST_STREAM, 1))
+    labels = data.y if num_classes_of(run.model) is not None else None
+    chunks = torch.arange(len(x)).split(4096)
+    nll = torch.cat([-run.model.log_prob(x[c], None if labels is None else labels[c]) for c in chunks])
     if levels is not None:
         dims = x[0].numel()
-        nll = dequantized_nll(nll, levels, dims)
+        exact = isinstance(run.model, Discrete)
+        nll = nll if exact else dequantized_nll(nll, levels, dims)
+        result["likelihood"] = "exact discrete" if exact else "dequantized bound"
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
     return result | summary(run, x, nll, "test_nll")
 

@@ -72,6 +72,10 @@ def plot_samples(
     path.parent.mkdir(parents=True, exist_ok=True)
     classes = num_classes_of(model)
     by_class = classes is not None and y is None
+    columns = classes if by_class and classes <= 16 else 8
+    if len(dataset.event_shape) > 1:  # an image grid shows at most 64: draw no more (autoregressive sampling is slow)
+        n = min(n, columns * max(1, 64 // columns))
+        y = None if y is None else y[:n]
     if by_class:
         y = balanced_labels(n, classes, device_of(model))
     samples = model.sample(n, y, generator=generator, **(how or {})).cpu()
@@ -84,8 +88,7 @@ def plot_samples(
         density = isinstance(model, Density) and classes is None  # a conditional density has one per class
         plot_2d(data.numpy(), samples.numpy(), model if density else None, path)
     else:
-        columns = classes if by_class and classes <= 16 else 8
-        panels = {"samples": samples[: columns * max(1, 64 // columns)].reshape(-1, *dataset.event_shape)}
+        panels = {"samples": samples.reshape(-1, *dataset.event_shape)}
         if isinstance(model, Encodes):  # a model with an encoder: its reconstructions of training data too
             panels["data (odd rows) and reconstructions (even rows)"] = reconstructions(model, dataset, columns)
         fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
