@@ -74,6 +74,7 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
         "data": "digits",
         "model": {**HVAE, "components": 2},
         "objective": {"name": "elbo", "warmup": 0.5, "kl_balancing": True},
+    },
     "made": {"data": "ring", "model": {"name": "made", "hidden": [16], "orderings": 2}, "objective": "likelihood"},
     "binarized made": {
         "data": BINARY_DIGITS,
