@@ -4,6 +4,7 @@ and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` t
 (``genbits.experiments.placement``)."""
 
 from genbits.experiments import (
+    diffusion_samplers,
     dirac_gan,
     divergences,
     gan_adam_beta1,
@@ -21,5 +22,6 @@ EXPERIMENTS |= {
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
 }
+EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
 
 __all__ = ["EXPERIMENTS"]
