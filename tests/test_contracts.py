@@ -147,6 +147,7 @@ EXPERIMENT_TESTS = {
     "latent-families": "test_vae_experiments.py::test_latent_families_smoke_scores_every_family",
     "nvae-bits": "test_nvae_bits.py::test_smoke_one_step_writes_table_figure_and_results",
     "pixelcnn-guidance": "test_pixelcnn_guidance.py::test_smoke_scores_every_scale",
+    "diffusion-samplers": "test_diffusion_experiments.py::test_diffusion_samplers_smoke_writes_results_and_figure",
 }
 
 

@@ -9,9 +9,9 @@ import math
 import numpy as np
 import pytest
 import torch
-from exact_denoisers import gaussian_eps, mixture_eps
 
 from genbits.models.diffusion import DiscreteSchedule, SigmaSchedule
+from genbits.sampling.exact import gaussian_eps, mixture_eps
 from genbits.sampling.guidance import classifier_free, classifier_guidance
 from genbits.sampling.samplers import SAMPLER_FUNCTIONS, grid_size
 

@@ -4,6 +4,7 @@ and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` t
 (``genbits.experiments.placement``)."""
 
 from genbits.experiments import (
+    diffusion_samplers,
     dirac_gan,
     divergences,
     gan_adam_beta1,
@@ -28,5 +29,6 @@ EXPERIMENTS |= {
 EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
 EXPERIMENTS |= {"nvae-bits": nvae_bits}
 EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
+EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
 
 __all__ = ["EXPERIMENTS"]
