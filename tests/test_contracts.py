@@ -106,6 +106,7 @@ EXPERIMENT_TESTS = {
     "gan-adam-beta1": "test_gan_experiments_images.py::test_adam_beta1_curves_have_one_point_per_checkpoint",
     "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_see_the_same_number_of_samples",
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
+    "diffusion-guidance": "test_diffusion_guidance.py::test_guidance_sweep_runs_end_to_end_at_smoke_size",
 }
 
 

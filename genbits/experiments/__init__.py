@@ -4,6 +4,7 @@ and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` t
 (``genbits.experiments.placement``)."""
 
 from genbits.experiments import (
+    diffusion_guidance,
     dirac_gan,
     divergences,
     gan_adam_beta1,
@@ -20,6 +21,7 @@ EXPERIMENTS |= {
     "gan-adam-beta1": gan_adam_beta1,
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
+    "diffusion-guidance": diffusion_guidance,
 }
 
 __all__ = ["EXPERIMENTS"]
