@@ -148,6 +148,7 @@ EXPERIMENT_TESTS = {
     "nvae-bits": "test_nvae_bits.py::test_smoke_one_step_writes_table_figure_and_results",
     "pixelcnn-guidance": "test_pixelcnn_guidance.py::test_smoke_scores_every_scale",
     "diffusion-samplers": "test_diffusion_experiments.py::test_diffusion_samplers_smoke_writes_results_and_figure",
+    "diffusion-guidance": "test_diffusion_guidance.py::test_guidance_sweep_runs_end_to_end_at_smoke_size",
 }
 
 

@@ -4,6 +4,7 @@ and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` t
 (``genbits.experiments.placement``)."""
 
 from genbits.experiments import (
+    diffusion_guidance,
     diffusion_samplers,
     dirac_gan,
     divergences,
@@ -25,6 +26,7 @@ EXPERIMENTS |= {
     "gan-adam-beta1": gan_adam_beta1,
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
+    "diffusion-guidance": diffusion_guidance,
 }
 EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
 EXPERIMENTS |= {"nvae-bits": nvae_bits}
