@@ -31,9 +31,12 @@ EPILOG = {
           genbits sample runs/flow-ring -n 2000 --out samples.png   # scatter (2-D) or image grid
           genbits sample runs/flow-ring --temperature 0.7           # a sampling option (flows: base noise scale)
           genbits sample runs/gan-cond --class 3 --out three.png    # class-conditional models: one class
+          genbits sample runs/lm-fortunes --prompt "The " -n 500 --temperature 0.8   # text: prints 500 characters
+          genbits sample runs/lm-fortunes -n 2000 --top-p 0.9 --out fortune.txt
 
         Sampling options belong to the call, not to the run: they never enter the config, and a model refuses an
-        option it does not understand (flows and gaussian: --temperature; GANs: none yet).
+        option it does not understand (flows and gaussian: --temperature; GANs: none yet; the transformer LM:
+        --temperature, --top-k, --top-p, --prompt). For a text model -n counts characters and --out is a .txt file.
         """,
     "eval": """
         metrics:
@@ -183,7 +186,7 @@ def finite(text: str) -> float:
     return value
 
 
-SAMPLING = ("sampler", "steps", "guidance", "temperature")
+SAMPLING = ("sampler", "steps", "guidance", "temperature", "top_k", "top_p", "prompt")
 """The sampling options of ``genbits sample`` and ``genbits eval``, by their names in ``model.sample(..., **how)``."""
 
 
@@ -195,8 +198,15 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     g.add_argument("--steps", type=count, default=None, metavar="N", help="sampling steps of an iterative sampler")
     g.add_argument("--guidance", type=finite, default=None, metavar="W", help="guidance scale (conditional models)")
     g.add_argument(
-        "--temperature", type=positive, default=None, metavar="T", help="base noise z ~ N(0, T²I) (flows, gaussian)"
+        "--temperature",
+        type=positive,
+        default=None,
+        metavar="T",
+        help="base noise z ~ N(0, T²I) (flows, gaussian); logits / T (text)",
     )
+    g.add_argument("--top-k", type=count, default=None, metavar="K", help="text: draw from the K likeliest characters")
+    g.add_argument("--top-p", type=positive, default=None, metavar="P", help="text: nucleus sampling, mass P in (0, 1]")
+    g.add_argument("--prompt", default=None, metavar="TEXT", help="text: the characters the sample continues")
 
 
 def sampling_how(args: argparse.Namespace) -> dict[str, Any]:
@@ -446,17 +456,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from genbits.models.base import balanced_labels, device_of, num_classes_of
+    from genbits.models.base import Text, balanced_labels, device_of, num_classes_of
     from genbits.runs import load_run
     from genbits.runs.plots import plot_samples
     from genbits.train.rundir import RunDir
 
     RunDir(args.run_dir).require()
-    out = output_file(args.out or args.run_dir / "samples.png", "--out", (".npy", ".png"))
     run = load_run(args.run_dir, ema=not args.no_ema)
-    y = class_labels(run.model, args.label, args.n, args.run_dir)
     how = sampling_how(args)
     generator = torch.Generator().manual_seed(args.seed)
+    if isinstance(run.model, Text):
+        return sample_text(run.model, args, how, generator)
+    out = output_file(args.out or args.run_dir / "samples.png", "--out", (".npy", ".png"))
+    y = class_labels(run.model, args.label, args.n, args.run_dir)
     if out.suffix == ".npy":
         classes = num_classes_of(run.model)
         if y is None and classes is not None:  # as evaluation and plots sample a conditional model: balanced
@@ -466,6 +478,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         plot_samples(run.model, run.dataset, out, generator, n=args.n, y=y, how=how)
     print(f"wrote {args.n} samples → {out}")
+    return 0
+
+
+def sample_text(model: Any, args: argparse.Namespace, how: dict[str, Any], generator: Any) -> int:
+    """``-n`` characters continuing ``--prompt`` (prompt included), printed or written to a .txt file."""
+    import torch
+
+    out = None if args.out is None else output_file(args.out, "--out", (".txt",))
+    class_labels(model, args.label, 1, args.run_dir)  # a text model takes no --class: refused like any other
+    with torch.no_grad():
+        text = model.decode(model.sample(1, generator=generator, **how, length=args.n)[0])
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {len(text)} characters → {out}")
     return 0
 
 

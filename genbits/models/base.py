@@ -10,6 +10,7 @@ has to know which family it is.
   never a fake ``log_prob``, so nothing reports a bound as an exact likelihood. No family implements it yet.
 - :class:`Game`: several players, each updated on its own loss (GANs).
 - :class:`Conditional`: takes a class label; an unconditional model does not have ``num_classes`` at all.
+- :class:`Text`: samples are character ids that ``decode`` turns into text (a language model).
 
 **One name for the condition: ``y``.** The conditioning input of ``sample``, ``log_prob`` and ``elbo`` is called
 ``y``, as in ``Batch(x, y)``: today class labels, shape (B,) int64 in [0, num_classes); later any conditioning
@@ -78,6 +79,13 @@ class Conditional(Protocol):
     """Takes class labels ``y`` in [0, num_classes)."""
 
     num_classes: int
+
+
+@runtime_checkable
+class Text(Protocol):
+    """Samples sequences of character ids; ``decode`` turns one (T,) into text. Prompts are a sampling option."""
+
+    def decode(self, tokens: Tensor) -> str: ...
 
 
 def num_classes_of(model: Any) -> int | None:

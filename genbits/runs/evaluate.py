@@ -32,6 +32,7 @@ from torch import Tensor
 
 from genbits.data import build_dataset
 from genbits.data.base import SampledDataset, dequantize
+from genbits.data.text import TextDataset
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
@@ -87,6 +88,8 @@ def likelihood_metrics(run: Run, n: int) -> dict[str, Any]:
         dims = x[0].numel()
         nll = dequantized_nll(nll, levels, dims)
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
+    if isinstance(run.dataset, TextDataset):  # the exact likelihood of blocks of characters
+        result["bits_per_char"] = bits_per_dim(nll.mean().item(), run.dataset.block_size)
     result["test_nll"] = nll.mean().item()
     result["test_nll_stderr"] = (nll.std() / math.sqrt(len(nll))).item()
     if run.dataset.has_log_prob:
