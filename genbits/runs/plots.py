@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,12 +96,17 @@ def plot_samples(
         plt.close(fig)
 
 
+def printable(text: str) -> str:
+    """Tabs as spaces, other control characters (a corpus' bells and backspaces) as '·'."""
+    return "".join(c if c.isprintable() or c == "\n" else "·" for c in text.expandtabs(4))
+
+
 def plot_text(model, path: Path, generator: torch.Generator, how: Mapping[str, Any] | None = None, n: int = 4) -> None:
     """A language model's samples as a picture of text: ``n`` blocks, one per panel row."""
     texts = [model.decode(t) for t in model.sample(n, generator=generator, **(how or {})).cpu()]
     fig, ax = plt.subplots(figsize=(9, 1.6 * n))
-    shown = "\n\n".join(t.expandtabs(4) for t in texts)
-    ax.text(0, 1, shown, family="monospace", fontsize=7, va="top", wrap=True, parse_math=False)
+    shown = "\n\n".join("\n".join(textwrap.wrap(printable(t), 100, replace_whitespace=False)) for t in texts)
+    ax.text(0, 1, shown, family="monospace", fontsize=7, va="top", parse_math=False)
     ax.set_axis_off()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
