@@ -50,7 +50,7 @@ def read_text(file: Path) -> str:
 def split_text(text: str, test_fraction: float) -> tuple[str, str]:
     """(train, test): the last ``test_fraction`` of ``text``, moved forward to the next line break."""
     cut = round(len(text) * (1 - test_fraction))
-    newline = text.find("\n", cut)
+    newline = text.find("\n", max(0, cut - 1))
     cut = newline + 1 if newline >= 0 and test_fraction > 0 else cut
     return text[:cut], text[cut:]
 

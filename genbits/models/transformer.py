@@ -142,7 +142,8 @@ class TransformerLM(nn.Module):
         """log p(x) of blocks of character ids (B, T), in nats: (B,)."""
         refuse_condition("transformer", y)
         logits, _ = self(self.inputs(x))
-        return -F.cross_entropy(logits.float().transpose(1, 2), x, reduction="none").sum(1)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # autocast's half logits in fp32
+        return -F.cross_entropy(logits.transpose(1, 2), x, reduction="none").sum(1)
 
     def encode(self, text: str) -> Tensor:
         index = {chr(int(c)): i for i, c in enumerate(self.vocab)}
