@@ -33,11 +33,14 @@ EPILOG = {
           genbits sample runs/gan-cond --class 3 --out three.png    # class-conditional models: one class
           genbits sample runs/diffusion-ring --sampler ddim --steps 50 --out x.npy   # diffusion: sampler and NFE
           genbits sample runs/diff-cond -n 64 --class 3 --guidance 2 --out x.png     # classifier-free guidance w = 2
+          genbits sample runs/lm-fortunes --prompt "The " -n 500 --temperature 0.8   # text: prints 500 characters
+          genbits sample runs/lm-fortunes -n 2000 --top-p 0.9 --out fortune.txt
 
         Sampling options belong to the call, not to the run: they never enter the config, and a model refuses an
         option it does not understand (flows and gaussian: --temperature; GANs: none yet; diffusion: --sampler
         ddpm|ddim|heun|dpm-solver++, --steps (network evaluations), --spacing, --eta (ddim), --variance (ddpm),
-        --guidance, --classifier RUN_DIR).
+        --guidance, --classifier RUN_DIR; the transformer LM: --temperature, --top-k, --top-p, --prompt). For a
+        text model -n counts characters and --out is a .txt file.
         """,
     "eval": """
         metrics:
@@ -201,7 +204,19 @@ def finite(text: str) -> float:
     return value
 
 
-SAMPLING = ("sampler", "steps", "spacing", "eta", "variance", "guidance", "classifier", "temperature")
+SAMPLING = (
+    "sampler",
+    "steps",
+    "spacing",
+    "eta",
+    "variance",
+    "guidance",
+    "classifier",
+    "temperature",
+    "top_k",
+    "top_p",
+    "prompt",
+)
 """The sampling options of ``genbits sample`` and ``genbits eval``, by their names in ``model.sample(..., **how)``."""
 
 
@@ -221,8 +236,15 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
         "--classifier", default=None, metavar="RUN_DIR", help="guide by this run's noise-conditional classifier"
     )
     g.add_argument(
-        "--temperature", type=positive, default=None, metavar="T", help="base noise z ~ N(0, T²I) (flows, gaussian)"
+        "--temperature",
+        type=positive,
+        default=None,
+        metavar="T",
+        help="base noise z ~ N(0, T²I) (flows, gaussian); logits / T (text)",
     )
+    g.add_argument("--top-k", type=count, default=None, metavar="K", help="text: draw from the K likeliest characters")
+    g.add_argument("--top-p", type=positive, default=None, metavar="P", help="text: nucleus sampling, mass P in (0, 1]")
+    g.add_argument("--prompt", default=None, metavar="TEXT", help="text: the characters the sample continues")
 
 
 def sampling_how(args: argparse.Namespace) -> dict[str, Any]:
@@ -474,17 +496,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from genbits.models.base import balanced_labels, device_of, num_classes_of
+    from genbits.models.base import Text, balanced_labels, device_of, num_classes_of
     from genbits.runs import load_run
     from genbits.runs.plots import plot_samples
     from genbits.train.rundir import RunDir
 
     RunDir(args.run_dir).require()
-    out = output_file(args.out or args.run_dir / "samples.png", "--out", (".npy", ".png"))
     run = load_run(args.run_dir, ema=not args.no_ema)
-    y = class_labels(run.model, args.label, args.n, args.run_dir)
     how = sampling_how(args)
     generator = torch.Generator().manual_seed(args.seed)
+    if isinstance(run.model, Text):
+        return sample_text(run.model, args, how, generator)
+    out = output_file(args.out or args.run_dir / "samples.png", "--out", (".npy", ".png"))
+    y = class_labels(run.model, args.label, args.n, args.run_dir)
     if out.suffix == ".npy":
         classes = num_classes_of(run.model)
         if y is None and classes is not None:  # as evaluation and plots sample a conditional model: balanced
@@ -494,6 +518,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         plot_samples(run.model, run.dataset, out, generator, n=args.n, y=y, how=how)
     print(f"wrote {args.n} samples → {out}")
+    return 0
+
+
+def sample_text(model: Any, args: argparse.Namespace, how: dict[str, Any], generator: Any) -> int:
+    """``-n`` characters continuing ``--prompt`` (prompt included), printed or written to a .txt file."""
+    import torch
+
+    out = None if args.out is None else output_file(args.out, "--out", (".txt",))
+    class_labels(model, args.label, 1, args.run_dir)  # a text model takes no --class: refused like any other
+    with torch.no_grad():
+        text = model.decode(model.sample(1, generator=generator, **how, length=args.n)[0])
+    if out is None:
+        print(text)
+    else:
+        out.write_text(text, encoding="utf-8")
+        print(f"wrote {len(text)} characters → {out}")
     return 0
 
 

@@ -64,6 +64,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     momentum: float = bounded(0.0, 0.0, 1.0)
     weight_decay: float = bounded(0.0, 0.0)
+    decay: Literal["all", "matrices"] = "all"  # matrices: weight decay on weight matrices only (optim/rules.py)
     eps: float = bounded(1e-8, 0.0, strict=True)
     grad_clip: float = bounded(0.0, 0.0)  # max global gradient norm per player; 0 turns clipping off
     warmup_steps: int = bounded(0, 0)
@@ -89,6 +90,8 @@ class TrainConfig:
     steps: int = bounded(2000, 1)
     samples: int = bounded(0, 0)  # > 0: a budget of samples seen, which sets steps = ceil(samples / batch_size)
     batch_size: int = bounded(512, 1)  # global batch: split across processes under torchrun
+    accumulate: int = bounded(1, 1)  # micro-batches per step: the same gradient, 1/accumulate of the memory
+    compile: bool = False  # torch.compile the model's forward pass (where torch.compile works)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # fp64: model, batches and gradients in float64 (exact small problems: the divergence lab); bf16/fp16: autocast

@@ -91,6 +91,11 @@ MODEL_SETTINGS: dict[str, dict[str, Any]] = {
         "model": {"name": "pixelcnn", "channels": 4, "layers": 2, "conditional": True},
         "objective": "likelihood",
     },
+    "transformer": {
+        "data": {"name": "text", "path": str(HERE.parent / "LICENSE"), "block_size": 16},
+        "model": {"name": "transformer", "width": 16, "depth": 1, "heads": 2, "weights": "sigma-reparam"},
+        "objective": "likelihood",
+    },
 }
 OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "likelihood": {"data": "ring", "model": FLOW},
@@ -132,6 +137,7 @@ DATASET_SETTINGS: dict[str, dict[str, Any] | Callable[[Path], dict[str, Any]]] =
     "fashion-mnist": {"size": 14},
     "idx": {"path": FASHION_MNIST, "size": 14},
     "png-folder": lambda tmp: png_folder(tmp),
+    "text": lambda tmp: text_file(tmp),
 }
 # The test that runs each experiment (``file::test``); it must call ``genbits experiment <name>``.
 EXPERIMENT_TESTS = {
@@ -239,7 +245,8 @@ def same_outputs(a: nn.Module, b: nn.Module, dataset: Any) -> bool:
         a.sample(4, y, torch.Generator().manual_seed(1)), b.sample(4, y, torch.Generator().manual_seed(1))
     )
     if isinstance(a, Density):
-        x = first_batch(dataset, 4, seed=1).x.to(next(a.parameters()).dtype)
+        x = first_batch(dataset, 4, seed=1).x
+        x = x.to(next(a.parameters()).dtype) if x.is_floating_point() else x  # token ids stay integers
         labels = first_batch(dataset, 4, seed=1).y if y is not None else None
         same = same and torch.equal(a.log_prob(x, labels), b.log_prob(x, labels))
     return same
@@ -337,6 +344,12 @@ def png_folder(tmp: Path) -> dict[str, Any]:
         (tmp / label).mkdir(parents=True)
         Image.fromarray(np.full((6, 6), 40 * (k + 1), dtype=np.uint8), mode="L").save(tmp / label / "x.png")
     return {"path": str(tmp)}
+
+
+def text_file(tmp: Path) -> dict[str, Any]:
+    """A few lines of UTF-8 text, non-ASCII included."""
+    (tmp / "t.txt").write_text("Grüße, world!\nA second line of text.\n" * 8, encoding="utf-8")
+    return {"path": str(tmp / "t.txt"), "block_size": 8}
 
 
 @pytest.mark.parametrize("name", covered(DATASETS.names(), DATASET_SETTINGS))

@@ -1,6 +1,6 @@
 """Datasets: 2-D toys drawn in code and finite image sets read from disk, all registered in ``DATASETS``."""
 
-from genbits.data import dirac, images, toy2d  # noqa: F401  (importing them registers their factories)
+from genbits.data import dirac, images, text, toy2d  # noqa: F401  (importing them registers their factories)
 from genbits.data.base import Batch, SampledDataset, TensorDataset
 from genbits.data.images import read_idx
 from genbits.data.toy2d import GaussianMixture

@@ -9,7 +9,9 @@ Logged into metrics.jsonl at every ``train.log_every`` step and plotted in the r
 - ``spectral_norm/<player>/<param>``: the largest singular value of each weight matrix (conv kernels reshaped to
   (out, in·k·k), as spectral normalization does), by power iteration with persistent vectors (100 warm-up
   iterations, then 50 per logged step: the top singular values of square random-init layers are close, so a
-  few iterations lag behind when the top vectors swap during training).
+  few iterations lag behind when the top vectors swap during training);
+- whatever a player that is :class:`Observed` reports from the step's forward passes, e.g. a transformer's
+  ``attention_entropy/layer<i>`` (mean over heads) and ``attention_entropy/layer<i>/head<h>``.
 
 Diagnostics only observe: they never change a parameter or a random stream, so a run with them on trains
 exactly as without. The power-iteration vectors are not checkpointed; after a resume they re-converge within
@@ -17,6 +19,8 @@ the warm-up iterations.
 """
 
 from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +41,15 @@ def power_iteration(matrix: Tensor, u: Tensor, iterations: int) -> tuple[float, 
     return float(u @ matrix @ v), u
 
 
+@runtime_checkable
+class Observed(Protocol):
+    """A module that records statistics of its forward passes while ``observing`` is on (logged steps only)."""
+
+    observing: bool
+
+    def observations(self) -> dict[str, float]: ...
+
+
 def norm(tensors: list[Tensor]) -> float:
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t.float()) for t in tensors])))
 
@@ -55,8 +68,20 @@ class Dynamics:
         }
         self.warmup_iterations, self.iterations = warmup_iterations, iterations
         self.vectors: dict[str, Tensor] = {}
+        self.observed = [m for m in players.values() if isinstance(m, Observed)]
         self.active = False
         self.record: dict[str, float] = {}
+
+    @property
+    def active(self) -> bool:
+        """On for logged steps: gradients and updates are measured, observed players record their forward passes."""
+        return self._active
+
+    @active.setter
+    def active(self, on: bool) -> None:
+        self._active = on
+        for module in self.observed:
+            module.observing = on
 
     def observe_gradients(self, player: str, grads: list[Tensor]) -> list[Tensor] | None:
         """Record the norms of the gradients about to be applied (before clipping) on logged steps; returns a copy
@@ -94,5 +119,6 @@ class Dynamics:
 
     def collect(self) -> dict[str, float]:
         """This step's record (with spectral norms at the current weights); resets for the next logged step."""
-        record, self.record, self.active = self.record | self.spectral_norms(), {}, False
+        observed = {k: v for m in self.observed for k, v in m.observations().items()}
+        record, self.record, self.active = self.record | self.spectral_norms() | observed, {}, False
         return record

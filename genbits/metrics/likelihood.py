@@ -1,4 +1,5 @@
-"""Likelihood units: nats to bits per dimension and the dequantization bound for discrete data."""
+"""Likelihood units: nats to bits per dimension (bits per character for text), perplexity, and the dequantization
+bound for discrete data."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from torch import Tensor
 def bits_per_dim(nll_nats: float | Tensor, dims: int) -> float | Tensor:
     """NLL in nats per example → bits per dimension: nll / (dims · ln 2)."""
     return nll_nats / (dims * math.log(2))
+
+
+def perplexity(nll_nats: float | Tensor, symbols: int) -> float | Tensor:
+    """NLL in nats of a sequence of ``symbols`` → perplexity exp(nll / symbols) = 2^(bits per symbol)."""
+    return math.exp(nll_nats / symbols) if isinstance(nll_nats, (int, float)) else (nll_nats / symbols).exp()
 
 
 def dequantized_nll(nll_continuous_on_scaled_data: float | Tensor, levels: int, dims: int) -> float | Tensor:

@@ -14,6 +14,7 @@ has to know which family it is.
 - :class:`Game`: several players, each updated on its own loss (GANs).
 - :class:`Conditional`: takes a class label; an unconditional model does not have ``num_classes`` at all.
 - :class:`Classifier`: predicts labels (log p(y | x, noise)) and samples nothing: guidance classifiers.
+- :class:`Text`: samples are character ids that ``decode`` turns into text (a language model).
 
 **One name for the condition: ``y``.** The conditioning input of ``sample``, ``log_prob`` and ``elbo`` is called
 ``y``, as in ``Batch(x, y)``: today class labels, shape (B,) int64 in [0, num_classes); later any conditioning
@@ -104,6 +105,13 @@ class Classifier(Protocol):
     num_classes: int
 
     def log_prob_class(self, x: Tensor, noise: Tensor, y: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class Text(Protocol):
+    """Samples sequences of character ids; ``decode`` turns one (T,) into text. Prompts are a sampling option."""
+
+    def decode(self, tokens: Tensor) -> str: ...
 
 
 def num_classes_of(model: Any) -> int | None:

@@ -7,6 +7,10 @@ Spectral normalization (Miyato et al. 2018) divides a weight by its largest sing
 1-Lipschitz (conv kernels reshaped to (out, in·k·k), as in the paper — an approximation of the conv's operator norm).
 The power-iteration vector ``u`` is a buffer that moves one iteration per training forward pass and persists, so σ
 tracks the slowly moving weights cheaply; ``spectral-svd`` computes σ exactly (slow; a reference for comparisons).
+
+σReparam (Zhai et al. 2023, "Stabilizing Transformer Training by Preventing Attention Entropy Collapse") keeps the
+scale learnable: Ŵ = (γ/σ(W))·W with one power iteration per training step, the gradient flowing through σ, and γ
+initialised to σ(W_init) (Ŵ = W at the start; ``sigma-reparam``) or to 1 (``sigma-reparam-one``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-NormName = Literal["none", "batch", "layer", "group", "spectral", "spectral-svd"]
+NormName = Literal["none", "batch", "layer", "group", "spectral", "spectral-svd", "sigma-reparam", "sigma-reparam-one"]
 ActivationNorm = Callable[[int, bool], nn.Module]
 """(channels, spatial) → the module normalizing a layer's output: (B, C, H, W) maps if spatial, else (B, C)."""
 WeightNorm = Callable[[nn.Module], nn.Module]
@@ -61,6 +65,28 @@ class ExactSpectralNorm(nn.Module):
 
     def forward(self, weight: Tensor) -> Tensor:
         return weight / torch.linalg.matrix_norm(weight.flatten(1), ord=2)
+
+
+class SigmaReparam(SpectralNorm):
+    """Ŵ = (γ/σ(W))·W: spectral normalization times a learnable scalar γ (Zhai et al. 2023).
+
+    ``warmup`` power iterations at registration make σ(W_init) accurate, so ``gamma="sigma"`` starts at Ŵ = W."""
+
+    def __init__(self, weight: Tensor, gamma: Literal["sigma", "one"] = "sigma", warmup: int = 15):
+        super().__init__(weight, iterations=warmup)
+        matrix = weight.detach().flatten(1)
+        start = self.sigma(matrix).detach() if gamma == "sigma" else torch.ones((), dtype=weight.dtype)
+        self.iterations = 1
+        self.gamma = nn.Parameter(start.to(weight.device, weight.dtype))
+
+    def forward(self, weight: Tensor) -> Tensor:
+        return weight * (self.gamma / self.sigma(weight.flatten(1)))
+
+
+def sigma_reparam(module: M, gamma: Literal["sigma", "one"] = "sigma") -> M:
+    """σReparam on ``module.weight`` in place; returns the module."""
+    parametrize.register_parametrization(module, "weight", SigmaReparam(module.weight.detach(), gamma))
+    return module
 
 
 def spectral_norm(module: M, exact: bool = False) -> M:
@@ -128,7 +154,12 @@ ACTIVATION_NORMS: dict[str, ActivationNorm] = {
     "layer": layer_norm,
     "group": group_norm,
 }
-WEIGHT_NORMS: dict[str, WeightNorm] = {"spectral": spectral_norm, "spectral-svd": partial(spectral_norm, exact=True)}
+WEIGHT_NORMS: dict[str, WeightNorm] = {
+    "spectral": spectral_norm,
+    "spectral-svd": partial(spectral_norm, exact=True),
+    "sigma-reparam": sigma_reparam,
+    "sigma-reparam-one": partial(sigma_reparam, gamma="one"),
+}
 
 
 def activation_norm(norm: str, channels: int, spatial: bool) -> nn.Module:

@@ -6,7 +6,9 @@ import torch
 from torch import Tensor, nn
 
 from genbits.data.base import Batch, SampledDataset, TensorDataset, dequantize
+from genbits.data.text import TextDataset
 from genbits.errors import ConfigError
+from genbits.metrics.likelihood import bits_per_dim
 from genbits.models.base import Conditional, Density, Discrete
 from genbits.objectives.base import Losses
 from genbits.registry import OBJECTIVES
@@ -26,12 +28,14 @@ def likelihood_input(model: nn.Module, x: Tensor, levels: int | None, generator:
     return x if levels is None else dequantize(x, levels, generator)
 
 
+
 class MaximumLikelihood:
     """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering),
-    on what :func:`likelihood_input` says the model scores."""
+    on what :func:`likelihood_input` says the model scores. On text the model's log_prob is the exact likelihood of a
+    block of ``chars`` characters, also logged in bits per character."""
 
-    def __init__(self, levels: int | None = None):
-        self.levels = levels
+    def __init__(self, levels: int | None = None, chars: int | None = None):
+        self.levels, self.chars = levels, chars
 
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         if not isinstance(model, Density):
@@ -39,7 +43,10 @@ class MaximumLikelihood:
         x = likelihood_input(model, batch.x, self.levels)
         y = batch.y if isinstance(model, Conditional) else None  # labels condition only a model that takes them
         nll = -model.log_prob(x, y).mean()
-        return Losses({"model": nll}, {"nll": nll.detach()})
+        metrics = {"nll": nll.detach()}
+        if self.chars is not None:
+            metrics["bits_per_char"] = bits_per_dim(nll.detach(), self.chars)
+        return Losses({"model": nll}, metrics)
 
 
 class ReverseKL:
@@ -63,8 +70,8 @@ class ReverseKL:
 
 
 @OBJECTIVES.register("likelihood")
-def likelihood(dataset: SampledDataset | TensorDataset) -> MaximumLikelihood:
-    return MaximumLikelihood(dataset.levels)
+def likelihood(dataset: SampledDataset | TensorDataset | TextDataset) -> MaximumLikelihood:
+    return MaximumLikelihood(dataset.levels, dataset.block_size if isinstance(dataset, TextDataset) else None)
 
 
 @OBJECTIVES.register("reverse-kl")

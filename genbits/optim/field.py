@@ -5,6 +5,11 @@ all-reduces gradients across processes. Rules that evaluate the field several ti
 pass ``update_state=False`` after the first evaluation so layer state (BN running statistics, power-iteration
 vectors) moves once per step, as in a plain step.
 
+Gradient accumulation (``accumulate`` > 1) evaluates a batch in that many micro-batches, one backward pass each,
+and sums their gradients weighted by their share of the batch: for a loss that is a mean over examples this is the
+gradient of the whole batch (up to float rounding) with the activation memory of one micro-batch. Penalties are
+functions of the whole batch's gradient, not sums over micro-batches, so rules that use them refuse it.
+
 Some rules (consensus optimization, ODE-GAN's regularizer, discretization-drift corrections) also need the gradient
 of a *penalty built from gradients*, e.g. ∇_φ‖∇_θ L_G‖². They pass a ``Penalty``: it receives ``grad_of(loss, wrt)``
 (a gradient that can itself be differentiated) and returns each penalized player's ``Term``s, which are
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from genbits.data.base import Batch
-from genbits.errors import NonFiniteLoss
+from genbits.errors import ConfigError, NonFiniteLoss
 from genbits.objectives.base import Losses
 from genbits.train.distributed import all_reduce_mean, any_process
 
@@ -160,8 +165,9 @@ class GradientField:
         players: dict[str, nn.Module],
         precision: str = "fp32",
         device: torch.device | str = "cpu",
+        accumulate: int = 1,
     ):
-        self.model, self.objective = model, objective
+        self.model, self.objective, self.accumulate = model, objective, accumulate
         self.params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in players.items()}
         self.device_type = torch.device(device).type
         self.dtype = AUTOCAST.get(precision)
@@ -204,6 +210,33 @@ class GradientField:
         return value
 
     def _evaluate(self, batch: Batch, players: Collection[str], penalty: Penalty | None) -> FieldValue:
+        if self.accumulate == 1:
+            return self._evaluate_once(batch, players, penalty)
+        if len(batch) < self.accumulate:
+            raise ConfigError(
+                f"train.accumulate: {self.accumulate} micro-batches need as many examples per process, got {len(batch)}"
+            )
+        if penalty is not None:
+            raise ConfigError(
+                "train.accumulate: this update rule differentiates a gradient penalty, which is not a "
+                "sum over micro-batches; use train.accumulate=1"
+            )
+        total = FieldValue({}, {}, {}, Losses({}, {}))
+        for index in torch.arange(len(batch)).tensor_split(self.accumulate):
+            value = self._evaluate_once(batch[index], players, None)
+            weight = len(index) / len(batch)
+            for name, grads in value.grads.items():
+                old = total.grads.get(name, [0.0] * len(grads))
+                total.grads[name] = [a + weight * g for a, g in zip(old, grads, strict=True)]
+            for mine, theirs in (
+                (total.losses.per_player, value.losses.per_player),
+                (total.losses.metrics, value.losses.metrics),
+            ):
+                for key, v in theirs.items():
+                    mine[key] = mine.get(key, 0.0) + weight * v
+        return total
+
+    def _evaluate_once(self, batch: Batch, players: Collection[str], penalty: Penalty | None) -> FieldValue:
         autocast = torch.autocast(self.device_type, dtype=self.dtype) if self.dtype is not None else nullcontext()
         with autocast:
             out = self.objective(self.model, batch)

@@ -31,8 +31,20 @@ class Batches:
         return self._draw()
 
 
-def make_optimizer(params: list[nn.Parameter], s: PlayerOptim) -> torch.optim.Optimizer:
-    """A torch optimizer from resolved per-player settings."""
+def decay_groups(module: nn.Module, params: list[nn.Parameter], which: str) -> list[dict[str, Any]]:
+    """Parameter groups for weight decay: ``all`` decays every parameter; ``matrices`` only weight matrices and
+    kernels (≥ 2-D), not norms, biases, scalars (σReparam's γ) or embedding tables (a tied output layer is an
+    embedding table), as transformer recipes do (Loshchilov & Hutter 2019; GPT-2, nanoGPT)."""
+    if which == "all":
+        return [{"params": params}]
+    tables = {id(p) for m in module.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    decayed = [p for p in params if p.ndim >= 2 and id(p) not in tables]
+    kept = [p for p in params if not (p.ndim >= 2 and id(p) not in tables)]
+    return [{"params": decayed}, {"params": kept, "weight_decay": 0.0}]
+
+
+def make_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], s: PlayerOptim) -> torch.optim.Optimizer:
+    """A torch optimizer from resolved per-player settings (``params``: tensors or parameter groups)."""
     if s.optimizer in ("adam", "adamw", "adamax"):
         cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[s.optimizer]
         return cls(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
@@ -58,7 +70,10 @@ class UpdateRule:
     def __init__(self, players: dict[str, nn.Module], optim: OptimConfig, field: GradientField):
         self.field = field
         self.settings = {name: optim.for_player(name) for name in players}
-        self.optimizers = {name: make_optimizer(field.params[name], self.settings[name]) for name in players}
+        self.optimizers = {
+            name: make_optimizer(decay_groups(module, field.params[name], optim.decay), self.settings[name])
+            for name, module in players.items()
+        }
         self.lr_scale = 1.0  # lowered by NaN rollbacks; checkpointed
         self.dynamics: Dynamics | None = None  # set by the loop when train.diagnostics is on
 

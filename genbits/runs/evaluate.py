@@ -39,6 +39,7 @@ from torch import Tensor
 
 from genbits.data import build_dataset
 from genbits.data.base import Batch, SampledDataset
+from genbits.data.text import TextDataset
 from genbits.errors import ConfigError
 from genbits.metrics.extractors import Extractor, extractor
 from genbits.metrics.fid import fid, kid, precision_recall
@@ -177,6 +178,8 @@ def likelihood_metrics(run: Run, n: int, importance_samples: int = IMPORTANCE_SA
         nll = nll if exact else dequantized_nll(nll, levels, dims)
         result["likelihood"] = "exact discrete" if exact else "dequantized bound"
         result["bits_per_dim"] = bits_per_dim(nll.mean().item(), dims)
+    if isinstance(run.dataset, TextDataset):  # the exact likelihood of blocks of characters
+        result["bits_per_char"] = bits_per_dim(nll.mean().item(), run.dataset.block_size)
     return result | summary(run, x, nll, "test_nll")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from genbits.data.base import SampledDataset  # noqa: E402
-from genbits.models.base import Density, balanced_labels, device_of, num_classes_of  # noqa: E402
+from genbits.models.base import Density, Text, balanced_labels, device_of, num_classes_of  # noqa: E402
 from genbits.models.latent import Encodes  # noqa: E402
 from genbits.runs.units import label  # noqa: E402
 from genbits.train.stream import seeded_generator  # noqa: E402
@@ -70,6 +71,9 @@ def plot_samples(
     per column. ``how``: sampling options, passed to ``model.sample``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, Text):
+        plot_text(model, path, generator, how)
+        return
     classes = num_classes_of(model)
     by_class = classes is not None and y is None
     columns = classes if by_class and classes <= 16 else 8
@@ -111,6 +115,22 @@ def reconstructions(model: Encodes, dataset, columns: int, rows: int = 4) -> Ten
     return pairs.reshape(-1, *x.shape[1:]).cpu()
 
 
+def printable(text: str) -> str:
+    """Tabs as spaces, other control characters (a corpus' bells and backspaces) as '·'."""
+    return "".join(c if c.isprintable() or c == "\n" else "·" for c in text.expandtabs(4))
+
+
+def plot_text(model, path: Path, generator: torch.Generator, how: Mapping[str, Any] | None = None, n: int = 4) -> None:
+    """A language model's samples as a picture of text: ``n`` blocks, one per panel row."""
+    texts = [model.decode(t) for t in model.sample(n, generator=generator, **(how or {})).cpu()]
+    fig, ax = plt.subplots(figsize=(9, 1.6 * n))
+    shown = "\n\n".join("\n".join(textwrap.wrap(printable(t), 100, replace_whitespace=False)) for t in texts)
+    ax.text(0, 1, shown, family="monospace", fontsize=7, va="top", parse_math=False)
+    ax.set_axis_off()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
     panels = 3 if model is not None else 2
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4))
@@ -134,16 +154,19 @@ def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
     plt.close(fig)
 
 
-DYNAMICS = ("grad_norm/", "update_ratio/", "spectral_norm/")
+DYNAMICS = ("grad_norm/", "update_ratio/", "spectral_norm/", "attention_entropy/")
+LINEAR_SCALE = ("attention_entropy/",)  # entropies are compared with log n on a plain axis
 DYNAMICS_TITLES = {  # what each panel shows, so the figure reads without genbits/metrics/dynamics.py at hand
     "grad_norm/": "gradient norm before clipping (thick: a player's whole gradient; thin: one parameter)",
     "update_ratio/": "‖Δθ‖ / ‖θ‖ of each update, per parameter",
     "spectral_norm/": "largest singular value of each weight matrix (power iteration)",
+    "attention_entropy/": "attention entropy in nats, averaged over queries (thick: a layer's mean over heads)",
 }
 
 
 def plot_dynamics(records: list[dict], path: Path) -> bool:
-    """Diagnostics logged with train.diagnostics: one log-scale panel per kind, one line per player or layer."""
+    """Diagnostics logged with train.diagnostics: one panel per kind (log scale but for entropies), one line per
+    player or layer."""
     kinds = [k for k in DYNAMICS if any(key.startswith(k) for r in records for key in r)]
     if not kinds:
         return False
@@ -155,7 +178,7 @@ def plot_dynamics(records: list[dict], path: Path) -> bool:
             if points:
                 player_total = key.count("/") == 1
                 ax.plot(*zip(*points, strict=True), lw=2.5 if player_total else 0.8, label=key.removeprefix(kind))
-        ax.set_yscale("log")
+        ax.set_yscale("linear" if kind in LINEAR_SCALE else "log")
         ax.set_ylabel(kind.rstrip("/"))
         ax.set_title(DYNAMICS_TITLES[kind], fontsize=9)
         if len(keys) <= 12:

@@ -108,7 +108,9 @@ def dynamics(records: list[dict[str, Any]], tmp: Path) -> str:
     path = tmp / "dynamics.png"
     if not plot_dynamics(records, path):
         return ""
-    caption = "Logged with train.diagnostics=true, one log-scale panel per kind: " + "; ".join(DYNAMICS_TITLES.values())
+    caption = "Logged with train.diagnostics=true, one panel per kind (log scale but for entropies): " + "; ".join(
+        DYNAMICS_TITLES.values()
+    )
     alt = "training dynamics: gradient norms, update ratios and spectral norms against step"
     summary = "Training dynamics: gradient norms, update ratios, spectral norms"
     return f"<details><summary>{summary}</summary>{figure(path, alt, caption)}</details>"

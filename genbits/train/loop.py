@@ -89,8 +89,10 @@ def train(config: Config, run_dir: str | Path, progress: bool = True) -> TrainRe
     parts = build_parts(config, device)
     model, objective, dataset = parts.model, parts.objective, parts.dataset
     model.train()
+    if cfg.compile:
+        model.compile()  # compiles the module's forward in place: parameter names and checkpoints are unchanged
     players = players_of(model)
-    field = GradientField(model, objective, players, cfg.precision, device)
+    field = GradientField(model, objective, players, cfg.precision, device, cfg.accumulate)
     rule = RULES.build(
         config.optim.rule.name,
         config.optim.rule.options,

@@ -42,7 +42,10 @@ class BatchStream:
         self.position += 1
         share = self.batch_size // self.world
         mine = batch[self.rank * share : (self.rank + 1) * share]
-        return Batch(mine.x.to(self.device, self.dtype), None if mine.y is None else mine.y.to(self.device))
+        return Batch(
+            mine.x.to(self.device, self.dtype if mine.x.is_floating_point() else None),
+            None if mine.y is None else mine.y.to(self.device),
+        )
 
     def __iter__(self) -> BatchStream:
         return self
