@@ -60,6 +60,7 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "gan", "r1": 1.0}},
     "least-squares": {"data": "ring", "model": MLP_GAN},
     "f-gan": {"data": "ring", "model": MLP_GAN, "objective": {"name": "f-gan", "divergence": "kl"}},
+    "mmd-gan": {"data": "ring", "model": MLP_GAN},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}
 RULE_SETTINGS: dict[str, dict[str, Any]] = {
