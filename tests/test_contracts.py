@@ -94,7 +94,7 @@ EXPERIMENT_TESTS = {
     "gan-mog": "test_gan_experiments_mog.py::test_gan_mog_smoke",
     "gan-spectral-norm": "test_gan_experiments_images.py::test_spectral_norm_sweep_scores_and_rejudges_every_run",
     "gan-adam-beta1": "test_gan_experiments_images.py::test_adam_beta1_curves_have_one_point_per_checkpoint",
-    "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_see_the_same_number_of_samples",
+    "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_fixed_steps_beside_fixed_samples",
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
 }
 
