@@ -142,6 +142,7 @@ def test_batch_size_runs_fixed_steps_beside_fixed_samples(smoke, monkeypatch, tm
 
 def test_conditioning_reports_fid_intra_class_fid_and_accuracy(smoke, monkeypatch, tmp_path):
     monkeypatch.setattr(gan_conditioning, "PER_CLASS", 50)
+    monkeypatch.setattr(gan_conditioning, "CPU_STEPS", None)  # the smoke size's 4 steps, not the study's 1000
     results = experiment("gan-conditioning", tmp_path / "cond")
     assert set(results["summary"]) == {"concat", "throughout"}
     (run,) = results["runs"]["throughout"]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from genbits.cli import main
-from genbits.experiments import gan_mog
+from genbits.experiments import gan_mog, gan_mog_rk4_step
 from genbits.experiments.placement import ON_CPU
 
 # what the issue claims for each rule of the Dirac-GAN at h = 0.1
@@ -104,3 +104,32 @@ def test_a_claim_holds_only_where_it_holds_on_every_dataset():
     assert gan_mog.overall(["fails", "fails"]) == "fails"
     assert gan_mog.overall(["holds", "fails"]) == "undecided at this budget"
     assert gan_mog.overall(["holds", "undecided at this budget"]) == "undecided at this budget"
+
+
+def test_rk4_step_sweep_chooses_by_its_rule(tmp_path, monkeypatch):
+    """Every h trains the same steps on the ring; the choice is the rule's on the recorded modes, and the verdict
+    compares it with gan-mog's RK4 step."""
+    monkeypatch.setattr(gan_mog, "DATASETS", {"ring": "gan-ring"})
+    monkeypatch.setattr(gan_mog_rk4_step, "DATASETS", {"ring": "gan-ring"})
+    monkeypatch.setattr(gan_mog_rk4_step, "STEPS_TRIED", (0.1, 0.3))
+    args = ["experiment", "gan-mog-rk4-step", "--run-dir", str(tmp_path), "--steps", "2", "--seeds", "1"]
+    assert main([*args, "--no-progress"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    ring = results["datasets"]["ring"]
+    assert list(ring) == ["h=0.1", "h=0.3"] and {r["steps"] for r in ring.values()} == {2}
+    key = {h: (ring[f"h={h:g}"]["end"][0]["modes"], ring[f"h={h:g}"]["end"][0]["high_quality"], -h) for h in (0.1, 0.3)}
+    assert results["chosen"] == {"ring": max(key, key=key.get)}
+    assert results["verdict"] == ("holds" if results["chosen"]["ring"] == gan_mog.RK4_STEP["ring"] else "fails")
+    assert f"Verdict: **{results['verdict']}**" in (tmp_path / "table.md").read_text()
+
+
+def test_rk4_step_choice_breaks_ties_by_quality_then_smaller_h(monkeypatch):
+    monkeypatch.setattr(gan_mog_rk4_step, "STEPS_TRIED", (0.1, 0.2, 0.3))
+
+    def arm(*points):
+        return {"end": [{"modes": m, "high_quality": q} for m, q in points]}
+
+    by_h = {"h=0.1": arm((6, 0.2), (7, 0.1)), "h=0.2": arm((7, 0.3), (6, 0.1)), "h=0.3": arm((8, 0.0), (4, 0.0))}
+    assert gan_mog_rk4_step.choose(by_h) == 0.2  # 6.5 modes each; 0.2's median quality is higher
+    by_h["h=0.2"] = by_h["h=0.1"]
+    assert gan_mog_rk4_step.choose(by_h) == 0.1

@@ -10,6 +10,7 @@ from genbits.experiments import (
     gan_batch_size,
     gan_conditioning,
     gan_mog,
+    gan_mog_rk4_step,
     gan_spectral_norm,
     mode_seeking,
 )
@@ -20,6 +21,7 @@ EXPERIMENTS |= {
     "gan-adam-beta1": gan_adam_beta1,
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
+    "gan-mog-rk4-step": gan_mog_rk4_step,
 }
 
 __all__ = ["EXPERIMENTS"]

@@ -139,29 +139,9 @@ def run(
     checkpoint, judge every comparison, write curves.png, samples.png and table.md. Rerunning resumes unfinished
     runs. ``steps`` replaces the presets' length (the equal-compute arm takes its multiple of it)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    configs = {
-        (dataset, arm, seed): config_for(DATASETS[dataset], ARMS[arm], dataset, placement, seed, steps, full)
-        for dataset in DATASETS
-        for arm in ARMS
-        for seed in range(seeds)
-    }
-    order = sorted(configs, key=lambda key: -configs[key].train.steps)  # longest first: the pool ends together
-    calls = [(configs[key].to_dict(), str(run_dir / name(*key))) for key in order]
-    tracked = {}
-    with tqdm(total=len(calls), desc="gan-mog", disable=not progress, dynamic_ncols=True) as bar:
-        for (_, path), result in map_processes(track, calls, placement.pool(min(cores(), len(calls)))):
-            tracked[path] = result
-            bar.update()
-    results: dict[str, Any] = {dataset: {} for dataset in DATASETS}
-    for dataset in DATASETS:
-        for arm, spec in ARMS.items():
-            runs = [tracked[str(run_dir / name(dataset, arm, seed))] for seed in range(seeds)]
-            steps_of = configs[dataset, arm, 0].train.steps
-            results[dataset][arm] = {"overrides": spec.overrides[dataset], "steps": steps_of, "runs": runs}
-            results[dataset][arm] |= summary(runs)
-    lengths = {dataset: configs[dataset, ADAM, 0].train.steps for dataset in DATASETS}
+    results = train_arms(run_dir, ARMS, seeds, steps, full, placement, progress)
+    lengths = {dataset: arms[ADAM]["steps"] for dataset, arms in results.items()}
     settings = {"seeds": seeds, "steps": lengths, "full": full, "eval_samples": EVAL_SAMPLES, "min_count": 10}
     claims = [judge(comparison, results) for comparison in COMPARISONS]
     out = {
@@ -178,6 +158,35 @@ def run(
     with one_thread():
         samples_figure(run_dir, run_dir / "samples.png")
     return out
+
+
+def train_arms(
+    run_dir: Path, arms: dict[str, Arm], seeds: int, steps: int | None, full: bool, placement: Placement, progress: bool
+) -> dict[str, dict[str, Any]]:
+    """Train every (dataset, arm, seed) in parallel processes, longest runs first, and score their checkpoints:
+    dataset → arm → its overrides, steps, runs (curves) and summary."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    configs = {
+        (dataset, arm, seed): config_for(DATASETS[dataset], arms[arm], dataset, placement, seed, steps, full)
+        for dataset in DATASETS
+        for arm in arms
+        for seed in range(seeds)
+    }
+    order = sorted(configs, key=lambda key: -configs[key].train.steps)  # longest first: the pool ends together
+    calls = [(configs[key].to_dict(), str(run_dir / name(*key))) for key in order]
+    tracked = {}
+    with tqdm(total=len(calls), desc=run_dir.name, disable=not progress, dynamic_ncols=True) as bar:
+        for (_, path), result in map_processes(track, calls, placement.pool(min(cores(), len(calls)))):
+            tracked[path] = result
+            bar.update()
+    results: dict[str, dict[str, Any]] = {dataset: {} for dataset in DATASETS}
+    for dataset in DATASETS:
+        for arm, spec in arms.items():
+            runs = [tracked[str(run_dir / name(dataset, arm, seed))] for seed in range(seeds)]
+            steps_of = configs[dataset, arm, 0].train.steps
+            results[dataset][arm] = {"overrides": spec.overrides[dataset], "steps": steps_of, "runs": runs}
+            results[dataset][arm] |= summary(runs)
+    return results
 
 
 def name(dataset: str, arm: str, seed: int) -> str:
