@@ -134,6 +134,8 @@ EPILOG = {
           gan-adam-beta1     Adam β1 0 / 0.5 / 0.9, same DCGAN: final FID/KID, FID over training (~2-3 min)
           gan-batch-size     batch 16 → 512 at fixed steps and at fixed samples seen, same DCGAN: FID/KID (~15 min)
           gan-conditioning   input concat vs cBN + projection critic: FID, intra-class FID, classifier accuracy (~5 min)
+          gan-late-degradation  Adam GD vs RK4 + γ (ODE-GAN's settings): FID over training, 3 seeds (~15 min;
+                             the curves' start; --full, 20,000 steps, decides)
           dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
           gan-mog        update rules and losses with their controls (plain SGD, Euler at RK4's h and at equal
                          compute, MMD-GAN) on the 8-ring and 25-grid, 5 seeds: modes over training, a verdict per

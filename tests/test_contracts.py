@@ -92,6 +92,7 @@ EXPERIMENT_TESTS = {
     "divergences": "test_divergences.py::test_smoke_run_writes_figure_results_and_table",
     "dirac-gan": "test_gan_experiments_mog.py::test_dirac_gan_trajectories_follow_the_spectral_radius",
     "gan-mog": "test_gan_experiments_mog.py::test_gan_mog_smoke",
+    "gan-late-degradation": "test_gan_experiments_images.py::test_late_degradation_scores_both_arms_along_training",
     "gan-mog-rk4-step": "test_gan_experiments_mog.py::test_rk4_step_sweep_chooses_by_its_rule",
     "gan-spectral-norm": "test_gan_experiments_images.py::test_spectral_norm_sweep_scores_and_rejudges_every_run",
     "gan-adam-beta1": "test_gan_experiments_images.py::test_adam_beta1_curves_have_one_point_per_checkpoint",

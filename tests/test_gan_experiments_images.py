@@ -8,7 +8,14 @@ import torch
 
 from genbits.cli import main
 from genbits.data import build_dataset
-from genbits.experiments import gan_adam_beta1, gan_batch_size, gan_conditioning, gan_images, gan_spectral_norm
+from genbits.experiments import (
+    gan_adam_beta1,
+    gan_batch_size,
+    gan_conditioning,
+    gan_images,
+    gan_late_degradation,
+    gan_spectral_norm,
+)
 from genbits.experiments.gan_conditioning import intra_class_fid, sample_accuracy
 from genbits.metrics.extractors import extractor, load_feature_net, shipped
 
@@ -152,6 +159,31 @@ def test_conditioning_reports_fid_intra_class_fid_and_accuracy(smoke, monkeypatc
     (concat,) = results["runs"]["concat"]
     assert results["verdict"] == gan_images.separated([run["intra_fid"]], [concat["intra_fid"]])
     assert results["verdict"] == verdict_line(tmp_path / "cond")
+
+
+def test_late_degradation_scores_both_arms_along_training(smoke, monkeypatch, tmp_path):
+    monkeypatch.setattr(gan_late_degradation, "CPU_STEPS", None)  # the smoke size's 4 steps
+    monkeypatch.setattr(gan_late_degradation, "POINTS", {"cpu": 2, "full": 2})
+    results = experiment("gan-late-degradation", tmp_path / "late")
+    assert list(results["curves"]) == ["Adam GD", "RK4 + γ"]
+    for arm, (curve,) in results["curves"].items():
+        assert [p["step"] for p in curve] == [2, 4]
+        assert results["final_over_best"][arm] == [curve[-1]["fid"] / min(p["fid"] for p in curve)]
+    assert results["verdict"] == gan_late_degradation.decide(results["final_over_best"])
+    assert results["verdict"] == verdict_line(tmp_path / "late")
+
+
+@pytest.mark.parametrize(
+    ("adam", "rk4", "verdict"),
+    [
+        ([1.3, 1.2, 1.05], [1.0, 1.02, 1.0], "holds"),
+        ([1.0, 1.05, 1.0], [1.0, 1.0, 1.0], "undecided at this budget"),  # nothing degraded (yet)
+        ([1.2, 1.3, 1.2], [1.4, 1.3, 1.5], "fails"),
+        ([1.5, 1.5, 1.5], [1.2, 1.2, 1.2], "undecided at this budget"),  # both degrade, RK4 less
+    ],
+)
+def test_late_degradation_rule(adam, rk4, verdict):
+    assert gan_late_degradation.decide({"Adam GD": adam, "RK4 + γ": rk4}) == verdict
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from genbits.experiments import (
     gan_adam_beta1,
     gan_batch_size,
     gan_conditioning,
+    gan_late_degradation,
     gan_mog,
     gan_mog_rk4_step,
     gan_spectral_norm,
@@ -22,6 +23,7 @@ EXPERIMENTS |= {
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
     "gan-mog-rk4-step": gan_mog_rk4_step,
+    "gan-late-degradation": gan_late_degradation,
 }
 
 __all__ = ["EXPERIMENTS"]
