@@ -110,7 +110,6 @@ def test_rk4_step_sweep_chooses_by_its_rule(tmp_path, monkeypatch):
     """Every h trains the same steps on the ring; the choice is the rule's on the recorded modes, and the verdict
     compares it with gan-mog's RK4 step."""
     monkeypatch.setattr(gan_mog, "DATASETS", {"ring": "gan-ring"})
-    monkeypatch.setattr(gan_mog_rk4_step, "DATASETS", {"ring": "gan-ring"})
     monkeypatch.setattr(gan_mog_rk4_step, "STEPS_TRIED", (0.1, 0.3))
     args = ["experiment", "gan-mog-rk4-step", "--run-dir", str(tmp_path), "--steps", "2", "--seeds", "1"]
     assert main([*args, "--no-progress"]) == 0
@@ -133,3 +132,15 @@ def test_rk4_step_choice_breaks_ties_by_quality_then_smaller_h(monkeypatch):
     assert gan_mog_rk4_step.choose(by_h) == 0.2  # 6.5 modes each; 0.2's median quality is higher
     by_h["h=0.2"] = by_h["h=0.1"]
     assert gan_mog_rk4_step.choose(by_h) == 0.1
+
+
+def test_full_adds_odegans_own_mog_setting_at_its_own_size():
+    """--full: the MoG-16 notebook's setting beside the (larger) ring and grid: its nets, batch, steps, and RK4 at
+    h = 0.1 with each player integrated with the other frozen."""
+    assert gan_mog.datasets(False) == gan_mog.DATASETS and gan_mog.datasets(True)["mog16"] == "gan-mog16"
+    rk4 = gan_mog.config_for("gan-mog16", gan_mog.ARMS[gan_mog.RK4], "mog16", ON_CPU, 0, None, True)
+    assert (rk4.model.options["width"], rk4.model.options["depth"], rk4.model.options["latent"]) == (25, 2, 32)
+    assert (rk4.train.steps, rk4.train.batch_size, rk4.optim.lr) == (30000, 512, 0.1)
+    assert rk4.optim.rule.options == {"method": "rk4", "regularizer": 0.07, "integration": "frozen-other"}
+    ring = gan_mog.config_for("gan-ring", gan_mog.ARMS[gan_mog.RK4], "ring", ON_CPU, 0, None, True)
+    assert (ring.train.steps, ring.model.options["width"]) == (gan_mog.FULL["steps"], 256)

@@ -16,7 +16,8 @@ Arms (``ARMS``; the preset's steps for all, except the equal-compute arm):
 - MMD-GAN: the same rule with the ``mmd-gan`` objective (Bińkowski et al. 2018: RBF-mixture MMD on critic features,
   gradient penalty 1 on the witness), beside the non-saturating loss of every other arm.
 - RK4 + γ: ``ode`` method rk4, joint integration, stages on the step's batch, ODE-GAN's regularizer γ = 0.07 (the
-  MoG notebook's), plain steps h = ``RK4_STEP`` (0.3 ring, 0.1 grid; single-seed pilots, ``docs/pilots.md``).
+  MoG notebook's), plain steps h = ``RK4_STEP`` (0.3 ring, 0.1 grid: chosen by ``gan-mog-rk4-step``, the
+  equal-compute sweep over h, whose claim checks that these are its choices).
 - Euler + γ at RK4's h: the same flow and regularizer, one field evaluation per step: does the integrator matter?
 - Euler + γ at equal compute: h/4 for 4× the steps: RK4's field evaluations (4 a step) and integration horizon
   (steps × h), the comparison that RK4's extra cost calls for (the regularizer is applied at every Euler step, each
@@ -25,6 +26,8 @@ Arms (``ARMS``; the preset's steps for all, except the equal-compute arm):
   derived coefficients), plain SGD for both players, lr ``DRIFT_LR`` (0.1 ring, 0.05 grid).
 - plain SGD at the same lr: the baseline the drift paper's claim is relative to.
 
+``--full`` adds ODE-GAN's own MoG setting (``gan-mog16``: the MoG-16 notebook of its reference code, 30,000 steps,
+RK4 h = 0.1 with each player integrated with the other frozen) as a third dataset, with the same arms and metrics.
 The claims (``COMPARISONS``) are judged by ``RULE``, fixed here before running, on each dataset.
 """
 
@@ -59,9 +62,11 @@ from genbits.train.parts import build_parts  # noqa: E402
 
 POOLED = True  # several runs at a time: --workers applies
 DATASETS = {"ring": "gan-ring", "grid": "gan-grid"}
+PAPER = {"mog16": "gan-mog16"}  # ODE-GAN's own setting, its preset's size: --full runs it beside the others
 GAMMA = 0.07  # ODE-GAN's regularizer in its MoG notebook
-RK4_STEP = {"ring": 0.3, "grid": 0.1}
-DRIFT_LR = {"ring": 0.1, "grid": 0.05}
+RK4_STEP = {"ring": 0.3, "grid": 0.1, "mog16": 0.1}  # ring, grid: gan-mog-rk4-step; mog16: the notebook's
+DRIFT_LR = {"ring": 0.1, "grid": 0.05, "mog16": 0.05}
+INTEGRATION = {"mog16": "frozen-other"}  # the notebook integrates each player with the other frozen
 RK4_EVALUATIONS = 4  # field evaluations per RK4 step: the equal-compute Euler arm takes h/4 and 4× the steps
 
 
@@ -70,9 +75,15 @@ def plain_sgd(lr: float) -> list[str]:
     return ["optim.optimizer=sgd", f"optim.lr={lr}", f"optim.players.discriminator.lr={lr}"]
 
 
-def ode(method: str, h: float) -> list[str]:
+def ode(method: str, h: float, integration: str = "joint") -> list[str]:
     """ODE-GAN's flow with its regularizer, integrated by ``method`` with plain steps h."""
-    return [f"optim.rule={{name: ode, method: {method}, regularizer: {GAMMA}}}", *plain_sgd(h)]
+    rule = f"{{name: ode, method: {method}, regularizer: {GAMMA}, integration: {integration}}}"
+    return [f"optim.rule={rule}", *plain_sgd(h)]
+
+
+def datasets(full: bool) -> dict[str, str]:
+    """Dataset → preset: the ring and the grid, and under ``full`` ODE-GAN's MoG-16 too."""
+    return DATASETS | (PAPER if full else {})
 
 
 @dataclass(frozen=True)
@@ -87,14 +98,22 @@ DRIFT = "optim.rule={name: drift, correction: cancel-interaction}"
 ADAM, MMD, RK4 = "Adam GD", "MMD-GAN (Adam GD)", "RK4 + γ"
 EULER, EULER_EQUAL = "Euler + γ, RK4's h", "Euler + γ, equal compute"
 DRIFT_SGD, SGD = "drift-corrected SGD", "plain SGD"
+ALL = DATASETS | PAPER
+
+
+def integrated(method: str, scale: float = 1.0) -> dict[str, list[str]]:
+    """Per dataset: ODE-GAN's flow by ``method`` at RK4's h × ``scale``, integrated as that setting integrates."""
+    return {d: ode(method, RK4_STEP[d] * scale, INTEGRATION.get(d, "joint")) for d in ALL}
+
+
 ARMS: dict[str, Arm] = {
-    ADAM: Arm({d: [] for d in DATASETS}),
-    MMD: Arm({d: ["objective={name: mmd-gan}"] for d in DATASETS}),
-    RK4: Arm({d: ode("rk4", RK4_STEP[d]) for d in DATASETS}),
-    EULER: Arm({d: ode("euler", RK4_STEP[d]) for d in DATASETS}),
-    EULER_EQUAL: Arm({d: ode("euler", RK4_STEP[d] / RK4_EVALUATIONS) for d in DATASETS}, RK4_EVALUATIONS),
-    DRIFT_SGD: Arm({d: [DRIFT, *plain_sgd(DRIFT_LR[d])] for d in DATASETS}),
-    SGD: Arm({d: plain_sgd(DRIFT_LR[d]) for d in DATASETS}),
+    ADAM: Arm({d: [] for d in ALL}),
+    MMD: Arm({d: ["objective={name: mmd-gan}"] for d in ALL}),
+    RK4: Arm(integrated("rk4")),
+    EULER: Arm(integrated("euler")),
+    EULER_EQUAL: Arm(integrated("euler", 1 / RK4_EVALUATIONS), RK4_EVALUATIONS),
+    DRIFT_SGD: Arm({d: [DRIFT, *plain_sgd(DRIFT_LR[d])] for d in ALL}),
+    SGD: Arm({d: plain_sgd(DRIFT_LR[d]) for d in ALL}),
 }
 
 
@@ -156,7 +175,7 @@ def run(
     (run_dir / "table.md").write_text(table(out))
     curves_figure(results, run_dir / "curves.png")
     with one_thread():
-        samples_figure(run_dir, run_dir / "samples.png")
+        samples_figure(run_dir, list(results), run_dir / "samples.png")
     return out
 
 
@@ -166,9 +185,10 @@ def train_arms(
     """Train every (dataset, arm, seed) in parallel processes, longest runs first, and score their checkpoints:
     dataset → arm → its overrides, steps, runs (curves) and summary."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    presets = datasets(full)
     configs = {
-        (dataset, arm, seed): config_for(DATASETS[dataset], arms[arm], dataset, placement, seed, steps, full)
-        for dataset in DATASETS
+        (dataset, arm, seed): config_for(preset, arms[arm], dataset, placement, seed, steps, full)
+        for dataset, preset in presets.items()
         for arm in arms
         for seed in range(seeds)
     }
@@ -179,8 +199,8 @@ def train_arms(
         for (_, path), result in map_processes(track, calls, placement.pool(min(cores(), len(calls)))):
             tracked[path] = result
             bar.update()
-    results: dict[str, dict[str, Any]] = {dataset: {} for dataset in DATASETS}
-    for dataset in DATASETS:
+    results: dict[str, dict[str, Any]] = {dataset: {} for dataset in presets}
+    for dataset in presets:
         for arm, spec in arms.items():
             runs = [tracked[str(run_dir / name(dataset, arm, seed))] for seed in range(seeds)]
             steps_of = configs[dataset, arm, 0].train.steps
@@ -198,10 +218,11 @@ def name(dataset: str, arm: str, seed: int) -> str:
 def config_for(
     preset: str, arm: Arm, dataset: str, placement: Placement, seed: int, steps: int | None, full: bool
 ) -> Config:
-    """The preset with this arm and seed; its own length (or ``steps``, or ``full``'s) times the arm's multiple;
-    a checkpoint every steps/EVALUATIONS, all of them kept."""
-    base = load_config(preset, arm.overrides[dataset] + placement.overrides() + (FULL["model"] if full else []))
-    steps = arm.length * (steps or (FULL["steps"] if full else base.train.steps))
+    """The preset with this arm and seed; its own length (or ``steps``, or ``full``'s, except for the paper's
+    setting, which keeps its own) times the arm's multiple; a checkpoint every steps/EVALUATIONS, all kept."""
+    larger = full and dataset not in PAPER
+    base = load_config(preset, arm.overrides[dataset] + placement.overrides() + (FULL["model"] if larger else []))
+    steps = arm.length * (steps or (FULL["steps"] if larger else base.train.steps))
     every = max(1, steps // EVALUATIONS)
     schedule = [f"train.checkpoint_every={every}", f"train.keep_checkpoints={steps // every + 2}"]
     length = [f"train.seed={seed}", f"train.steps={steps}", "train.sample_every=0"]
@@ -361,15 +382,15 @@ def curves_figure(results: dict[str, Any], path: Path) -> None:
 
 
 def mode_count(dataset: str) -> int:
-    data = load_config(DATASETS[dataset]).data
+    data = load_config(ALL[dataset]).data
     return len(build_dataset(data.name, data.options).centres)
 
 
 @torch.no_grad()
-def samples_figure(run_dir: Path, path: Path) -> None:
+def samples_figure(run_dir: Path, names: list[str], path: Path) -> None:
     """Rows: datasets; columns: arms; seed 0's final samples over the mode centres."""
-    fig, axes = plt.subplots(len(DATASETS), len(ARMS), figsize=(3.2 * len(ARMS), 3.4 * len(DATASETS)), squeeze=False)
-    for row, dataset in zip(axes, DATASETS, strict=True):
+    fig, axes = plt.subplots(len(names), len(ARMS), figsize=(3.2 * len(ARMS), 3.4 * len(names)), squeeze=False)
+    for row, dataset in zip(axes, names, strict=True):
         for ax, arm in zip(row, ARMS, strict=True):
             fitted = load_run(run_dir / name(dataset, arm, 0), ema=False)
             samples = model_samples(fitted, SCATTER_SAMPLES).numpy()

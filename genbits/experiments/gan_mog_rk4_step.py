@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from genbits.experiments.gan_mog import DATASETS, EVAL_SAMPLES, RK4_STEP, Arm, ode, spread, train_arms
+from genbits.experiments.gan_mog import ALL, EVAL_SAMPLES, RK4_STEP, Arm, ode, spread, train_arms
 from genbits.experiments.placement import ON_CPU, Placement
 
 POOLED = True  # several runs at a time: --workers applies
@@ -40,7 +40,7 @@ def run(
     placement: Placement = ON_CPU,
 ) -> dict[str, Any]:
     """Train RK4 at every h on both datasets; writes table.md and results.json."""
-    arms = {label(h): Arm({d: ode("rk4", h) for d in DATASETS}) for h in STEPS_TRIED}
+    arms = {label(h): Arm({d: ode("rk4", h) for d in ALL}) for h in STEPS_TRIED}
     results = train_arms(Path(run_dir), arms, seeds, steps, full, placement, progress)
     chosen = {dataset: choose(by_h) for dataset, by_h in results.items()}
     verdict = "holds" if all(chosen[d] == RK4_STEP[d] for d in chosen) else "fails"
