@@ -161,6 +161,7 @@ def test_conditioning_reports_fid_intra_class_fid_and_accuracy(smoke, monkeypatc
     assert results["verdict"] == verdict_line(tmp_path / "cond")
 
 
+@pytest.mark.slow  # minutes under load: two sweeps of spawned runs; the rule has fast tests below
 def test_late_degradation_scores_both_arms_along_training(smoke, monkeypatch, tmp_path):
     monkeypatch.setattr(gan_late_degradation, "CPU_STEPS", None)  # the smoke size's 4 steps
     monkeypatch.setattr(gan_late_degradation, "POINTS", {"cpu": 2, "full": 2})

@@ -106,6 +106,7 @@ def test_a_claim_holds_only_where_it_holds_on_every_dataset():
     assert gan_mog.overall(["holds", "undecided at this budget"]) == "undecided at this budget"
 
 
+@pytest.mark.slow  # every h is a spawned run; the choice rule has a fast test below
 def test_rk4_step_sweep_chooses_by_its_rule(tmp_path, monkeypatch):
     """Every h trains the same steps on the ring; the choice is the rule's on the recorded modes, and the verdict
     compares it with gan-mog's RK4 step."""
