@@ -148,13 +148,18 @@ EPILOG = {
                          verdict on "reverse KL drops a mode" (~1-2 min)
           divergences    a Gaussian and a small flow fitted under KL, reverse KL, JSD, W1 and MMD (exact grid
                          quadrature), each fit scored under all five; also writes table.md (~1-2 min)
-          gan-spectral-norm  Adam lr × critic norm none/batch/spectral, DCGAN on 14×14 Fashion-MNIST: FID (~7 min)
+          gan-spectral-norm  Adam lr 1e-4…1e-1 (half decades) × critic norm none/batch/spectral, DCGAN on 14×14
+                             Fashion-MNIST: decades of lr within 2× the best FID (~20 min; --full adds 5 critic steps)
           gan-adam-beta1     Adam β1 0 / 0.5 / 0.9, same DCGAN: final FID/KID, FID over training (~2-3 min)
-          gan-batch-size     batch 16 → 512 at a fixed budget of samples seen, same DCGAN: final FID/KID (~3 min)
+          gan-batch-size     batch 16 → 512 at fixed steps and at fixed samples seen, same DCGAN: FID/KID (~15 min)
           gan-conditioning   input concat vs cBN + projection critic: FID, intra-class FID, classifier accuracy (~5 min)
+          gan-late-degradation  Adam GD vs RK4 + γ (ODE-GAN's settings): FID over training, 3 seeds (~15 min;
+                             the curves' start; --full, 20,000 steps, decides)
           dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
-          gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid, 5 seeds: modes over
-                         training (~13 min on 2 cores; runs one process per core)
+          gan-mog        update rules and losses with their controls (plain SGD, Euler at RK4's h and at equal
+                         compute, MMD-GAN) on the 8-ring and 25-grid, 5 seeds: modes over training, a verdict per
+                         claim (~1 h on 2 cores; runs one process per core)
+          gan-mog-rk4-step   RK4 + γ at h 0.05…0.6, same steps, both MoG toys: the step gan-mog uses
           diffusion-samplers  one DDPM on the ring sampled by ddpm/ddim/heun/dpm-solver++ at 5…1000 NFE, and the
                          same samplers on the exact denoiser: FID vs NFE and a verdict on few-step sampling (~8 min)
         example:

@@ -24,6 +24,8 @@ from genbits.objectives.adversarial import (
     hinge_loss,
     least_squares_loss,
     minimax_loss,
+    mmd_loss,
+    mmd_witness,
     non_saturating_loss,
     r1_penalty,
     r2_penalty,
@@ -570,6 +572,7 @@ def test_the_python_factories_check_their_choices_too() -> None:
         ("gan", {"r2": 1.0}),
         ("least-squares", {"r1": 1.0}),
         ("f-gan", {"divergence": "kl", "r2": 1.0}),
+        ("mmd-gan", {"gradient_penalty": 1.0}),
     ],
 )
 def test_penalized_gans_train_through_the_loop(tmp_path, name: str, penalty: dict) -> None:
@@ -586,3 +589,112 @@ def test_penalized_gans_train_through_the_loop(tmp_path, name: str, penalty: dic
     ]
     result = train(load_config("gan-ring", overrides), tmp_path, progress=False)
     assert result.step == 3
+
+
+# ---------------------------------------------------------------- MMD-GAN
+
+
+def fixed_features(seed: int, n: int = 12, m: int = 9, dim: int = 5) -> tuple[Tensor, Tensor]:
+    """Two clouds of critic features on the bandwidths' scale, with a repeated point (k(x, x) on and off the
+    diagonal): float64."""
+    g = torch.Generator().manual_seed(seed)
+    real = 3 * torch.randn(n, dim, generator=g, dtype=torch.float64)
+    fake = 3 * torch.randn(m, dim, generator=g, dtype=torch.float64) + 1.0
+    real[1] = real[0]
+    return real, fake
+
+
+@pytest.mark.parametrize("unbiased", [True, False])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mmd_loss_is_the_metric_mmd2_on_the_features(seed: int, unbiased: bool) -> None:
+    """Same RBF mixture (σ ∈ {1, …, 16}), same estimator: L_G = MMD² = −L_D, as ``metrics.mmd2`` computes it."""
+    from genbits.metrics import mmd2
+
+    real, fake = fixed_features(seed)
+    losses = mmd_loss(real, fake, unbiased=unbiased)
+    expected = mmd2(real, fake, unbiased=unbiased)
+    assert losses.generator.item() == pytest.approx(expected, rel=1e-10, abs=1e-12)
+    assert losses.discriminator.item() == pytest.approx(-expected, rel=1e-10, abs=1e-12)
+    narrow = mmd_loss(real, fake, sigmas=(0.5, 3.0), unbiased=unbiased).generator.item()
+    assert narrow == pytest.approx(mmd2(real, fake, sigmas=(0.5, 3.0), unbiased=unbiased), rel=1e-10, abs=1e-12)
+
+
+def test_mmd_loss_gradients_are_finite_where_points_coincide_and_match_finite_differences() -> None:
+    """‖x − x‖ = 0 on every diagonal (and for the repeated point): cdist's gradient there is NaN, the loss's is not."""
+    real, fake = fixed_features(0, n=5, m=4, dim=3)
+    real, fake = real.requires_grad_(True), fake.requires_grad_(True)
+    grads = torch.autograd.grad(mmd_loss(real, fake).generator, [real, fake])
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert torch.autograd.gradcheck(lambda a, b: mmd_loss(a, b, unbiased=False).generator, (real, fake))
+
+
+def test_the_witness_function_averages_to_the_biased_mmd2() -> None:
+    """MMD²_b = mean_i f(xᵢ) − mean_j f(x̃ⱼ) for the witness f = mean k(·, X) − mean k(·, X̃) (identity map)."""
+    real, fake = fixed_features(3)
+    witness = mmd_witness(lambda x: x, real, fake)
+    gap = (witness(real).mean() - witness(fake).mean()).item()
+    assert gap == pytest.approx(mmd_loss(real, fake, unbiased=False).generator.item(), rel=1e-12)
+
+
+def tiny_feature_gan(**options) -> nn.Module:
+    from genbits.models.gan import gan as build_gan
+
+    torch.manual_seed(0)
+    return build_gan(event_shape=(2,), latent=4, width=8, depth=1, g_norm="none", **options)
+
+
+def mmd_losses(options: dict) -> Tensor:
+    model, batch = tiny_feature_gan(), Batch(torch.randn(16, 2, generator=torch.Generator().manual_seed(2)))
+    torch.manual_seed(1)
+    out = OBJECTIVES.build("mmd-gan", options, dataset=None)(model, batch)
+    return torch.stack([out.per_player["discriminator"], out.per_player["generator"]])
+
+
+def test_mmd_gan_objective_plays_the_mmd_game_on_critic_features() -> None:
+    """Without penalty the losses are ∓MMD² of the critic's features (not its scores) of the batch and the fakes."""
+    model, batch = tiny_feature_gan(), Batch(torch.randn(16, 2, generator=torch.Generator().manual_seed(2)))
+    torch.manual_seed(1)
+    fake = model.generator(model.sample_latent(16))
+    expected = mmd_loss(model.discriminator.features(batch.x), model.discriminator.features(fake))
+    torch.manual_seed(1)
+    out = OBJECTIVES.build("mmd-gan", {"gradient_penalty": 0.0}, dataset=None)(model, batch)
+    assert torch.equal(out.per_player["generator"], expected.generator)
+    assert torch.equal(out.per_player["discriminator"], expected.discriminator)
+    assert set(out.metrics) == {"mmd2"}
+
+
+def test_mmd_gan_penalty_is_on_the_witness_and_reaches_the_critic_only() -> None:
+    """Bińkowski et al.'s default λ = 1 on the witness: added to L_D, L_G unchanged, both players still move."""
+    model, batch = tiny_feature_gan(), Batch(torch.randn(16, 2, generator=torch.Generator().manual_seed(2)))
+    torch.manual_seed(1)
+    plain = OBJECTIVES.build("mmd-gan", {"gradient_penalty": 0.0}, dataset=None)(model, batch)
+    torch.manual_seed(1)
+    out = OBJECTIVES.build("mmd-gan", {}, dataset=None)(model, batch)
+    assert out.metrics["gradient_penalty"] > 0
+    assert torch.equal(out.per_player["generator"], plain.per_player["generator"])
+    assert torch.allclose(
+        out.per_player["discriminator"], plain.per_player["discriminator"] + out.metrics["gradient_penalty"]
+    )
+    for player, module in model.players().items():
+        grads = torch.autograd.grad(
+            out.per_player[player], list(module.parameters()), allow_unused=True, retain_graph=True
+        )
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), player
+
+
+@pytest.mark.parametrize(("option", "value"), [("unbiased", False), ("sigmas", [0.5, 1.0]), ("r1", 1.0)])
+def test_every_mmd_gan_option_applies(option: str, value) -> None:
+    assert not torch.allclose(mmd_losses({}), mmd_losses({option: value}))
+
+
+@pytest.mark.parametrize(("options", "word"), [({"sigmas": [1.0, -2.0]}, "sigmas"), ({"sigmas": []}, "sigmas")])
+def test_mmd_gan_rejects_bad_bandwidths(options: dict, word: str) -> None:
+    with pytest.raises(ConfigError, match=word):
+        OBJECTIVES.build("mmd-gan", options, dataset=None)
+
+
+def test_mmd_gan_refuses_a_conditional_critic() -> None:
+    model = tiny_feature_gan(num_classes=3, conditioning="concat")
+    batch = Batch(torch.randn(8, 2), torch.randint(0, 3, (8,)))
+    with pytest.raises(ValueError, match="conditioning none"):
+        OBJECTIVES.build("mmd-gan", {}, dataset=None)(model, batch)

@@ -113,6 +113,7 @@ OBJECTIVE_SETTINGS: dict[str, dict[str, Any]] = {
     "iwae": {"data": BINARY_DIGITS, "model": {**VAE, "likelihood": "bernoulli"}, "objective": {"name": "iwae", "k": 4}},
     "denoising": {"data": "digits", "model": {**DIFFUSION, "prediction": "v", "conditional": True}},
     "noisy-classification": {"data": "digits", "model": NOISY_CLASSIFIER},
+    "mmd-gan": {"data": "ring", "model": MLP_GAN},
 }
 GAME = {"data": "ring", "model": MLP_GAN, "objective": "gan", "optim": {"optimizer": "sgd", "lr": 0.01}}
 RULE_SETTINGS: dict[str, dict[str, Any]] = {
@@ -145,9 +146,11 @@ EXPERIMENT_TESTS = {
     "divergences": "test_divergences.py::test_smoke_run_writes_figure_results_and_table",
     "dirac-gan": "test_gan_experiments_mog.py::test_dirac_gan_trajectories_follow_the_spectral_radius",
     "gan-mog": "test_gan_experiments_mog.py::test_gan_mog_smoke",
+    "gan-late-degradation": "test_gan_experiments_images.py::test_late_degradation_scores_both_arms_along_training",
+    "gan-mog-rk4-step": "test_gan_experiments_mog.py::test_rk4_step_sweep_chooses_by_its_rule",
     "gan-spectral-norm": "test_gan_experiments_images.py::test_spectral_norm_sweep_scores_and_rejudges_every_run",
     "gan-adam-beta1": "test_gan_experiments_images.py::test_adam_beta1_curves_have_one_point_per_checkpoint",
-    "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_see_the_same_number_of_samples",
+    "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_fixed_steps_beside_fixed_samples",
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
     "vae-posterior-holes": "test_vae_experiments.py::test_posterior_holes_smoke_measures_every_variant",
     "latent-families": "test_vae_experiments.py::test_latent_families_smoke_scores_every_family",

@@ -11,7 +11,9 @@ from genbits.experiments import (
     gan_adam_beta1,
     gan_batch_size,
     gan_conditioning,
+    gan_late_degradation,
     gan_mog,
+    gan_mog_rk4_step,
     gan_spectral_norm,
     latent_families,
     mode_seeking,
@@ -27,6 +29,8 @@ EXPERIMENTS |= {
     "gan-batch-size": gan_batch_size,
     "gan-conditioning": gan_conditioning,
     "diffusion-guidance": diffusion_guidance,
+    "gan-mog-rk4-step": gan_mog_rk4_step,
+    "gan-late-degradation": gan_late_degradation,
 }
 EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
 EXPERIMENTS |= {"nvae-bits": nvae_bits}

@@ -138,6 +138,32 @@ def spread_cell(values: Sequence[float], digits: int = 1) -> str:
     return f"{s['median']:.{digits}f} [{s['min']:.{digits}f}, {s['max']:.{digits}f}]"
 
 
+def separated(treatment: Sequence[float], control: Sequence[float]) -> str:
+    """The image studies' decision rule on one score where lower is better, over seeds: the claim holds if every
+    seed of the treatment scores below every seed of its control (the ranges do not overlap), fails if every control
+    seed scores below every treatment seed, and is undecided at this budget otherwise."""
+    if max(treatment) < min(control):
+        return "holds"
+    if max(control) < min(treatment):
+        return "fails"
+    return "undecided at this budget"
+
+
+SEPARATED = (
+    "holds if the seed ranges do not overlap in the claim's favour, fails if they do not overlap against it, "
+    "else undecided at this budget"
+)
+
+
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """The table's footer: claim, control, the rule fixed before running and the verdict, from results.json."""
+    return [
+        f"Claim: {results['claim']}. Control: {results['control']}. "
+        f"Rule (fixed before running): {results['rule']}. Verdict: **{results['verdict']}**.",
+        "",
+    ]
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

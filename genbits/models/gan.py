@@ -125,12 +125,16 @@ class MLPDiscriminator(Conditioned):
         )
         self.head = Projection(sizes[-1], self.in_layers, norm)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The representation the head scores, (B, width): what an MMD critic compares."""
         self.check(y)
         h = x.flatten(1)  # (B, *shape) → (B, D)
         if self.at_input is not None:
             h = torch.cat([h, one_hot(y, self.at_input)], 1)  # (B, D + K)
-        return self.head(self.body(h), y)  # (B, width) → (B,)
+        return self.body(h)
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x, y), y)  # (B, width) → (B,)
 
 
 # ---------------------------------------------------------------------------------------- convolutional nets
@@ -242,11 +246,15 @@ class ConvDiscriminator(Conditioned):
         self.final = nn.ReLU() if residual else nn.LeakyReLU(0.2)
         self.head = Projection(widths[-1], self.in_layers, norm)
 
-    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+    def features(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        """The sum-pooled representation the head scores, (B, width·2^k): what an MMD critic compares."""
         self.check(y)
         h = x if self.at_input is None else label_maps(x, y, self.at_input)  # (B, C [+ K], H, W)
         h = self.final(self.blocks(self.stem(h)))  # → (B, width, H, W) → (B, width·2^k, H/2^k, W/2^k)
-        return self.head(h.sum(dim=(2, 3)), y)  # sum pooling: (B, width·2^k) → (B,)
+        return h.sum(dim=(2, 3))  # sum pooling
+
+    def forward(self, x: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.head(self.features(x, y), y)  # (B, width·2^k) → (B,)
 
 
 class StridedDown(nn.Sequential):

@@ -1,17 +1,17 @@
-"""Adversarial objectives: GAN losses on critic outputs, the f-GAN table, gradient penalties, and the registered
-objectives ``gan``, ``least-squares`` and ``f-gan``.
+"""Adversarial objectives: GAN losses on critic outputs, the f-GAN table, MMD on critic features, gradient penalties,
+and the registered objectives ``gan``, ``least-squares``, ``f-gan`` and ``mmd-gan``.
 
-Everything is a pure function of critic values (real ``d_real``, fake ``d_fake``, both shape (B,)) so each loss can be
-checked by hand. The objective returns one loss per player from ONE forward graph (see ``Adversarial``). References:
-Goodfellow et al. 2014 (minimax / non-saturating), Lim & Ye 2017 (hinge), Mao et al. 2017 (least squares),
-Arjovsky et al. 2017 (WGAN), Gulrajani et al. 2017 (gradient penalty), Mescheder et al. 2018 (R1/R2),
-Nowozin et al. 2016 (f-GAN).
+Everything is a pure function of critic values (real ``d_real``, fake ``d_fake``: scores of shape (B,), or for MMD-GAN
+features of shape (B, F)) so each loss can be checked by hand. The objective returns one loss per player from ONE
+forward graph (see ``Adversarial``). References: Goodfellow et al. 2014 (minimax / non-saturating), Lim & Ye 2017
+(hinge), Mao et al. 2017 (least squares), Arjovsky et al. 2017 (WGAN), Gulrajani et al. 2017 (gradient penalty),
+Mescheder et al. 2018 (R1/R2), Nowozin et al. 2016 (f-GAN), Li et al. 2017 and Bińkowski et al. 2018 (MMD-GAN).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal, NamedTuple, get_args
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genbits.data.base import Batch
+from genbits.metrics.mmd import mmd2_from_kernels
 from genbits.models.base import Conditional
 from genbits.objectives.base import Losses
 from genbits.registry import OBJECTIVES
@@ -164,6 +165,41 @@ def f_gan_loss(
     return GameLosses(loss_d, loss_g)
 
 
+# ---------------------------------------------------------------- MMD-GAN (critic features, not scores)
+
+MMD_SIGMAS = (1.0, 2.0, 4.0, 8.0, 16.0)
+"""Li et al. 2017's RBF bandwidths on critic features, the same as ``genbits.metrics.mmd2``'s."""
+
+
+def rbf_mixture_kernel(a: Tensor, b: Tensor, sigmas: Sequence[float] = MMD_SIGMAS) -> Tensor:
+    """Σ_σ exp(−‖aᵢ − bⱼ‖² / (2σ²)), (N, M), with ‖a − b‖² = ‖a‖² + ‖b‖² − 2aᵀb clamped at 0: unlike
+    ``torch.cdist`` its gradient is finite where two points coincide (every diagonal entry of k(x, x))."""
+    sq = (a.pow(2).sum(1, keepdim=True) + b.pow(2).sum(1) - 2 * a @ b.T).clamp_min(0.0)
+    return sum(torch.exp(-sq / (2 * s**2)) for s in sigmas)
+
+
+def mmd_loss(f_real: Tensor, f_fake: Tensor, sigmas: Sequence[float] = MMD_SIGMAS, unbiased: bool = True) -> GameLosses:
+    """MMD-GAN: the critic's features φ (B, F) maximize MMD²(φ(x), φ(G z)) under the RBF mixture, the generator
+    minimizes it: L_D = −MMD², L_G = MMD². Bińkowski et al. 2018 train on the unbiased estimator (its gradients
+    are unbiased), Li et al. 2017 on the biased one (``unbiased=False``)."""
+    k = partial(rbf_mixture_kernel, sigmas=sigmas)
+    mmd2 = mmd2_from_kernels(k(f_real, f_real), k(f_fake, f_fake), k(f_real, f_fake), unbiased)
+    return GameLosses(-mmd2, mmd2)
+
+
+def mmd_witness(
+    features: Callable[[Tensor], Tensor], f_real: Tensor, f_fake: Tensor, sigmas: Sequence[float] = MMD_SIGMAS
+) -> Callable[[Tensor], Tensor]:
+    """The witness function x ↦ mean_j k(φ(x), φ(xⱼ)) − mean_j k(φ(x), φ(x̃ⱼ)), (B,): the critic of an MMD game,
+    whose input gradient Bińkowski et al. 2018 penalize (the scalar the penalties act on)."""
+
+    def witness(x: Tensor) -> Tensor:
+        f = features(x)
+        return rbf_mixture_kernel(f, f_real, sigmas).mean(1) - rbf_mixture_kernel(f, f_fake, sigmas).mean(1)
+
+    return witness
+
+
 # ---------------------------------------------------------------- penalties (added to the discriminator's loss)
 
 
@@ -213,7 +249,8 @@ class Adversarial:
 
     ``loss`` maps critic scores to the players' losses (the game); the penalties, the same for every game and each
     applied when its weight is > 0, are added to L_D only: ``gradient_penalty`` λ of WGAN-GP, ``r1`` and ``r2`` the
-    γ of the zero-centred R1 (on data) and R2 (on fakes).
+    γ of the zero-centred R1 (on data) and R2 (on fakes). A subclass may compare other critic outputs (``critic``)
+    and penalize another scalar function of x (``penalized``), as ``MMDAdversarial`` does.
     """
 
     def __init__(
@@ -228,30 +265,69 @@ class Adversarial:
                 raise ValueError(f"{name} must be a finite weight >= 0, got {value}")
         self.loss, self.gp, self.r1, self.r2 = loss, gradient_penalty, r1, r2
 
+    def critic(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        """What the game compares real and fake data by: the discriminator's scores (B,)."""
+        return model.discriminator
+
+    def penalized(
+        self, critic: Callable[[Tensor], Tensor], d_real: Tensor, d_fake: Tensor
+    ) -> Callable[[Tensor], Tensor]:
+        """The scalar function of x whose input gradients the penalties constrain: the critic itself."""
+        return critic
+
+    def describe(self, d_real: Tensor, d_fake: Tensor, losses: GameLosses) -> dict[str, Tensor]:
+        """Metrics logged beside the losses: the mean critic score on each side."""
+        return {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         real = batch.x
-        generate, critic = model.generator, model.discriminator
+        generate, critic = model.generator, self.critic(model)
         if isinstance(model, Conditional):  # fakes carry the batch's labels, so both sides share p(y)
             generate, critic = partial(generate, y=batch.y), partial(critic, y=batch.y)
         fake = generate(model.sample_latent(len(batch)))
         d_real, d_fake = critic(real), critic(fake)
-        loss_d, loss_g = self.loss(d_real, d_fake)
-        metrics = {"d_real": d_real.detach().mean(), "d_fake": d_fake.detach().mean()}
+        losses = self.loss(d_real, d_fake)
+        loss_d, metrics = losses.discriminator, self.describe(d_real, d_fake, losses)
+        scalar = self.penalized(critic, d_real, d_fake)
         penalties = {
-            "gradient_penalty": (self.gp, lambda: gradient_penalty(critic, real, fake, self.gp)),
-            "r1": (self.r1, lambda: r1_penalty(critic, real, self.r1)),
-            "r2": (self.r2, lambda: r2_penalty(critic, fake, self.r2)),
+            "gradient_penalty": (self.gp, lambda: gradient_penalty(scalar, real, fake, self.gp)),
+            "r1": (self.r1, lambda: r1_penalty(scalar, real, self.r1)),
+            "r2": (self.r2, lambda: r2_penalty(scalar, fake, self.r2)),
         }
         for name, (weight, penalty) in penalties.items():
             if weight > 0:
                 value = penalty()
                 loss_d = loss_d + value
                 metrics[name] = value.detach()
-        return Losses({"generator": loss_g, "discriminator": loss_d}, metrics)
+        return Losses({"generator": losses.generator, "discriminator": loss_d}, metrics)
+
+
+class MMDAdversarial(Adversarial):
+    """MMD-GAN (Li et al. 2017; Bińkowski et al. 2018): the game is played on the critic's features (the network
+    below its scoring head), and the penalties act on the MMD witness function of the batch (``mmd_witness``)."""
+
+    def __init__(self, sigmas: Sequence[float], unbiased: bool, gradient_penalty: float, r1: float, r2: float):
+        if not sigmas or not all(s > 0 and math.isfinite(s) for s in sigmas):
+            raise ValueError(f"sigmas must be finite bandwidths > 0, got {list(sigmas)}")
+        super().__init__(partial(mmd_loss, sigmas=tuple(sigmas), unbiased=unbiased), gradient_penalty, r1, r2)
+        self.sigmas = tuple(sigmas)
+
+    def critic(self, model: nn.Module) -> Callable[[Tensor], Tensor]:
+        if isinstance(model, Conditional):
+            raise ValueError("objective mmd-gan compares unconditional feature distributions: use conditioning none")
+        return model.discriminator.features
+
+    def penalized(
+        self, critic: Callable[[Tensor], Tensor], d_real: Tensor, d_fake: Tensor
+    ) -> Callable[[Tensor], Tensor]:
+        return mmd_witness(critic, d_real, d_fake, self.sigmas)
+
+    def describe(self, d_real: Tensor, d_fake: Tensor, losses: GameLosses) -> dict[str, Tensor]:
+        return {"mmd2": losses.generator.detach()}
 
 
 # ---------------------------------------------------------------- the registered objectives
-# Three families of game, one class: each factory lists its own options (every one of them always applies) and the
+# Four families of game, one class: each factory lists its own options (every one of them always applies) and the
 # penalty weights, which ``Adversarial`` checks and applies the same way for all.
 
 GanLoss = Literal["minimax", "non-saturating", "hinge", "wgan"]
@@ -305,6 +381,20 @@ def f_gan(
     div = chosen(F_DIVERGENCES, divergence, "divergence")
     gen = chosen(get_args(FGanGenerator), generator_loss, "generator_loss")
     return Adversarial(partial(f_gan_loss, divergence=div, generator=gen), gradient_penalty, r1, r2)
+
+
+@OBJECTIVES.register("mmd-gan")
+def mmd_gan(
+    sigmas: tuple[float, ...] = MMD_SIGMAS,
+    unbiased: bool = True,
+    gradient_penalty: float = 1.0,
+    r1: float = 0.0,
+    r2: float = 0.0,
+) -> Adversarial:
+    """MMD-GAN: the critic's features maximize the MMD² with RBF bandwidths ``sigmas`` (``unbiased`` estimator or
+    the biased one), the generator minimizes it; ``gradient_penalty`` (default λ = 1, Bińkowski et al. 2018),
+    ``r1``, ``r2`` act on the witness function (see ``MMDAdversarial``)."""
+    return MMDAdversarial(sigmas, unbiased, gradient_penalty, r1, r2)
 
 
 # The options of the single ``gan`` objective before least squares and f-GAN became objectives of their own.
