@@ -76,7 +76,8 @@ class TextDataset:
     def __len__(self) -> int:
         return len(self.tokens) - self.block_size + 1
 
-    def get(self, index: Tensor) -> Batch:
+    def get(self, index: Tensor, generator: torch.Generator | None = None) -> Batch:
+        """The blocks starting at ``index``; ``generator`` is unused (a text block is served as it is)."""
         return Batch(self.tokens[index[:, None] + torch.arange(self.block_size)])  # (B, T)
 
     @property
