@@ -360,3 +360,35 @@ def test_elbo_terms_are_losses_that_sum_to_minus_the_elbo():
     torch.manual_seed(8)
     torch.testing.assert_close(sum(terms.values()), -model.elbo(x))
     assert set(terms) == {"reconstruction", "kl/z"} and (terms["kl/z"] >= 0).all()
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "objective"),
+    [
+        ({"binarize": True}, {"arch": "conv", "width": 4, "likelihood": "bernoulli", "posterior": "flow"}, Elbo()),
+        ({}, {"likelihood": "logistic-mixture", "components": 2, "prior": "vamp", "pseudo_inputs": 3}, Iwae(3)),
+        ({}, {"likelihood": "gaussian", "prior": "flow", "norm": "layer", "activation": "swish"}, Elbo(beta=0.5)),
+    ],
+)
+def test_every_vae_parameter_gets_a_gradient(data, options, objective):
+    torch.manual_seed(9)
+    dataset = build_dataset("digits", data)
+    model = MODELS.build(
+        "vae",
+        {"latent": 2, "width": 8, "depth": 1, **options},
+        event_shape=(1, 8, 8),
+        num_classes=None,
+        dataset=dataset,
+    )
+    batch = dataset.get(torch.arange(16), torch.Generator().manual_seed(0))
+    objective(model, batch).per_player["model"].backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_without_free_bits_a_negative_kl_estimate_still_trains_the_prior():
+    """A one-sample KL estimate log q − log p can average below 0 on a batch; clamping it at 0 would cut the
+    gradient to a flow prior."""
+    model = Parts(torch.tensor([-1.0, -1.0]), {"z": torch.tensor([-0.3, 0.1])})
+    Elbo()(model, Batch(torch.zeros(2, 1))).per_player["model"].backward()
+    assert (model.kl["z"].grad != 0).all()

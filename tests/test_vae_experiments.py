@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from test_experiments import readme_verdict
 
 from genbits.cli import main
 from genbits.experiments import latent_families, vae_posterior_holes
@@ -89,3 +91,21 @@ def test_the_holes_rule_reads_the_medians():
     assert decide({vae_posterior_holes.BASELINE: base, "a": more})["verdict"] == "fails"
     assert decide({vae_posterior_holes.BASELINE: {**base, "confidence_gap": -0.1}, "a": fewer})["verdict"] == "fails"
     assert math.isclose(decide({vae_posterior_holes.BASELINE: base, "a": fewer})["baseline_hole_mass"], 0.1)
+
+
+RECORDED = Path(__file__).parent.parent / "docs" / "results"
+
+
+@pytest.mark.parametrize(
+    ("section", "module", "recorded"),
+    [
+        ("VAE posterior holes", vae_posterior_holes, "vae-posterior-holes.json"),
+        ("Latent families: exact likelihood vs bounds", latent_families, "latent-families.json"),
+    ],
+)
+def test_readme_verdict_is_the_rule_applied_to_the_recorded_run(section, module, recorded):
+    """The CPU runs take tens of minutes, so the README's run is recorded (docs/results/*.json, written by the
+    experiment) and the rule in code is re-applied to its numbers: README, record and code cannot drift apart."""
+    results = json.loads((RECORDED / recorded).read_text())
+    assert module.decide(results["summary"])["verdict"] == results["verdict"] == readme_verdict(section)
+    assert results["rule"] == module.RULE

@@ -72,11 +72,12 @@ class Elbo(Objective):
         return self.beta * max(ramp(self.progress, 0.0, self.warmup), self.warmup_floor)
 
     def penalized_kl(self, parts: ElboParts) -> dict[str, Tensor]:
-        """Each group's batch-mean KL with free bits applied (scalars)."""
-        return {
-            g: (kl.mean(0).clamp(min=self.free_bits).sum() if kl.dim() == 2 else kl.mean().clamp(min=self.free_bits))
-            for g, kl in parts.kl.items()
-        }
+        """Each group's batch-mean KL with free bits applied (scalars). Without free bits nothing is clamped: a
+        one-sample KL estimate (flow posterior or prior) can be negative and must still pass its gradient."""
+        means = {g: kl.mean(0) for g, kl in parts.kl.items()}  # per unit, or a scalar for a group as a whole
+        if self.free_bits > 0:
+            means = {g: m.clamp(min=self.free_bits) for g, m in means.items()}
+        return {g: m.sum() for g, m in means.items()}
 
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         if not isinstance(model, HasElboParts):

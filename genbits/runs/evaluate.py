@@ -64,7 +64,7 @@ from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "elbo", "fid", "kid", "pr", "modes", "iwae", "kl")
+METRICS = ("nll", "fid", "kid", "pr", "modes", "elbo", "iwae", "kl")
 LIKELIHOOD_METRICS = ("nll", "elbo", "iwae", "kl")  # of the data under the model: no samples, no sampling options
 IMPORTANCE_SAMPLES = 1000  # K of the importance-sampled NLL (--importance-samples)
 IWAE_K = 100  # k of the IWAE bound (--iwae-k)
