@@ -221,14 +221,16 @@ def curves(runs: list[dict[str, Any]], learning_rates: tuple[str, ...], path: Pa
     colours = plt.get_cmap("tab10")
     for ax, lr in zip(axes[0], learning_rates, strict=True):
         for k, variant in enumerate(VARIANTS):
-            series = [logged(r["path"]) for r in cell(runs, variant, lr)]
-            series = [s for s in series if s[0]]
-            if not series:
+            by_step: dict[int, list[float]] = {}
+            for r in cell(runs, variant, lr):
+                for step, elbo in zip(*logged(r["path"]), strict=True):
+                    by_step.setdefault(step, []).append(elbo)
+            if not by_step:
                 continue
-            length = min(len(s[0]) for s in series)
-            median = [statistics.median(s[1][i] for s in series) for i in range(length)]
+            steps = sorted(by_step)  # a run that stopped early leaves the median to the others from there on
             style = "-" if variant in (FULL, NONE) else "--"
-            ax.plot(series[0][0][:length], median, style, color=colours(k % 10), label=variant, lw=1.2)
+            median = [statistics.median(by_step[step]) for step in steps]
+            ax.plot(steps, median, style, color=colours(k % 10), label=variant, lw=1.2)
         ax.set(title=f"Adamax lr {lr}", xlabel="step", ylabel="training ELBO (nats per image, median of seeds)")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
