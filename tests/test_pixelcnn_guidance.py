@@ -12,8 +12,8 @@ from genbits.cli import main
 from genbits.experiments import pixelcnn_guidance
 
 
-def experiment(run_dir, *args: str) -> dict:
-    assert main(["experiment", "pixelcnn-guidance", "--run-dir", str(run_dir), "--no-progress", *args]) == 0
+def experiment(name: str, run_dir, *args: str) -> dict:
+    assert main(["experiment", name, "--run-dir", str(run_dir), "--no-progress", *args]) == 0
     for written in ("table.md", "results.json", "report.html", "guidance.png", "samples.png"):
         assert (run_dir / written).is_file(), written
     return json.loads((run_dir / "results.json").read_text())
@@ -26,7 +26,7 @@ def test_smoke_scores_every_scale(monkeypatch, tmp_path):
     monkeypatch.setattr(pixelcnn_guidance, "PER_CLASS", 3)
     monkeypatch.setattr(pixelcnn_guidance, "SHOWN", 1)
     monkeypatch.setattr(pixelcnn_guidance, "SCALES", (0.0, 2.0))
-    results = experiment(tmp_path / "guidance", "--seeds", "1", "--steps", "2")
+    results = experiment("pixelcnn-guidance", tmp_path / "guidance", "--seeds", "1", "--steps", "2")
     (scores,) = results["runs"]
     assert [s["w"] for s in scores] == [0.0, 2.0]
     assert all(0 <= s["accuracy"] <= 1 and 0 <= s["recall"] <= 1 and s["fid"] > 0 for s in scores)
@@ -50,5 +50,5 @@ def test_the_rule_reads_the_largest_scale_against_no_guidance(accuracy, recall, 
 @pytest.mark.slow
 def test_cpu_default_verdict_is_the_readme_one(tmp_path, monkeypatch):
     monkeypatch.setenv("GENBITS_CACHE", str(tmp_path / "cache"))
-    results = experiment(tmp_path / "guidance")
+    results = experiment("pixelcnn-guidance", tmp_path / "guidance")
     assert results["verdict"] == readme_verdict("Classifier-free guidance on a PixelCNN")
