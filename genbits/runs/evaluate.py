@@ -55,7 +55,7 @@ from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "elbo", "fid", "kid", "pr", "modes")
+METRICS = ("nll", "fid", "kid", "pr", "modes", "elbo")
 LIKELIHOOD_METRICS = ("nll", "elbo")
 FEATURE_METRICS = ("fid", "kid", "pr")
 DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
