@@ -285,7 +285,7 @@ def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(t
         "data: {name: ring}\n"
         "model: {name: diffusion, net_options: {width: 16, depth: 1}, steps: 20, conditional: true}\n"
         "objective: {name: denoising, p_uncond: 0.2}\n"
-        "train: {steps: 3, batch_size: 32, sample_every: 0, eval_samples: 200}\n"
+        "train: {steps: 3, batch_size: 32, sample_every: null, eval_samples: 200}\n"
     )
     run = tmp_path / "run"
     assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
