@@ -285,7 +285,7 @@ def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(t
         "data: {name: ring}\n"
         "model: {name: diffusion, net_options: {width: 16, depth: 1}, steps: 20, conditional: true}\n"
         "objective: {name: denoising, p_uncond: 0.2}\n"
-        "train: {steps: 3, batch_size: 32, sample_every: 0, eval_samples: 200}\n"
+        "train: {steps: 3, batch_size: 32, sample_every: null, eval_samples: 200}\n"
     )
     run = tmp_path / "run"
     assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
@@ -342,3 +342,53 @@ def test_classifier_guidance_loads_a_matching_classifier_run_and_refuses_a_misma
     for message, other in mismatched.items():
         with pytest.raises(ConfigError, match=message):
             other.sample(2, None, guidance=1.0, **how)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("weighting", ["simple", "snr", "min-snr"])
+def test_denoising_weightings_are_x0_errors_weighted_by_their_snr_function(prediction, weighting):
+    """Recompute the loss from the same draws through x̂₀ = convert(prediction): simple = the target's own MSE,
+    snr = SNR·‖x₀ − x̂₀‖² (the ε-MSE whatever the target), min-snr = min(SNR, γ)·‖x₀ − x̂₀‖² (Hang et al. 2023)."""
+    from genbits.data.base import Batch
+    from genbits.objectives.denoising import Denoising
+
+    model = diffusion((2,), net_options={"width": 8, "depth": 1}, steps=100, prediction=prediction)
+    x = torch.randn(64, 2)
+    torch.manual_seed(0)
+    loss = Denoising(weighting, gamma=2.0)(model, Batch(x)).per_player["model"]
+    torch.manual_seed(0)  # the same draws: t, then ε
+    t = model.schedule.sample_t(64)
+    alpha_bar = model.schedule.alpha_bar(t)
+    eps = torch.randn_like(x)
+    x_t = q_sample(x.double(), alpha_bar, eps.double()).float()
+    with torch.no_grad():
+        pred = model.predict(x_t, t, None).double()
+    x0_hat = convert(pred, prediction, "x0", x_t.double(), alpha_bar)
+    x0_error = ((x.double() - x0_hat) ** 2).mean(1)
+    snr = alpha_bar / (1 - alpha_bar)
+    if weighting == "simple":
+        target = {
+            "eps": eps.double(),
+            "x0": x.double(),
+            "v": convert(eps.double(), "eps", "v", x_t.double(), alpha_bar),
+        }
+        expected = ((pred - target[prediction]) ** 2).mean(1).mean()
+    else:
+        expected = ((snr if weighting == "snr" else snr.clamp(max=2.0)) * x0_error).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_p_uncond_drops_labels_to_the_null_class_at_its_rate():
+    from genbits.data.base import Batch
+    from genbits.objectives.denoising import Denoising
+
+    model = diffusion((2,), num_classes=4, conditional=True, net_options={"width": 8, "depth": 1}, steps=10)
+    seen = []
+    model.net.register_forward_hook(lambda module, args, out: seen.append(args[2]))
+    torch.manual_seed(0)
+    Denoising(p_uncond=0.3)(model, Batch(torch.randn(4000, 2), torch.randint(0, 4, (4000,))))
+    null = (seen[0] == 4).float().mean().item()
+    assert null == pytest.approx(0.3, abs=0.03)  # se ≈ 0.007
+    seen.clear()
+    Denoising(p_uncond=0.0)(model, Batch(torch.randn(100, 2), torch.randint(0, 4, (100,))))
+    assert (seen[0] < 4).all()

@@ -27,6 +27,7 @@ def test_the_sampler_rule_reads_the_best_few_step_fid_against_the_reference():
     assert verdict["verdict"] == "fails" and verdict["best_few_step"] == "heun@25"
 
 
+@pytest.mark.slow  # ~6 min on the loaded 2-core machine (1000-step reference sampling, 17 ways × 2 studies)
 def test_diffusion_samplers_smoke_writes_results_and_figure(tmp_path):
     results = EXPERIMENTS["diffusion-samplers"].run(tmp_path, steps=20, progress=False, n=200)
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -87,7 +87,7 @@ def run(
     run_dir = Path(run_dir)
     n = 10000 if full else n
     nfes = FULL_NFES if full else NFES
-    overrides = ["train.sample_every=0", *placement.overrides(), *([f"train.steps={steps}"] if steps else [])]
+    overrides = ["train.sample_every=null", *placement.overrides(), *([f"train.steps={steps}"] if steps else [])]
     train(load_config(PRESET, overrides), run_dir / PRESET, progress=progress)
     fitted = load_run(run_dir / PRESET)
     model, dataset = fitted.model, fitted.dataset
