@@ -9,11 +9,19 @@ import pytest
 from test_experiments import README, readme_verdict
 
 from genbits.cli import main
-from genbits.experiments import gan_adam_beta1, gan_batch_size, gan_conditioning, gan_mog, gan_spectral_norm
+from genbits.experiments import (
+    gan_adam_beta1,
+    gan_batch_size,
+    gan_conditioning,
+    gan_mog,
+    gan_mog_rk4_step,
+    gan_spectral_norm,
+)
 
 RESULTS = Path(__file__).parents[1] / "docs" / "results"
 TABLES = {
     "gan-mog": gan_mog,
+    "gan-mog-rk4-step": gan_mog_rk4_step,
     "gan-adam-beta1": gan_adam_beta1,
     "gan-conditioning": gan_conditioning,
     "gan-batch-size": gan_batch_size,

@@ -16,8 +16,8 @@ Arms (``ARMS``; the preset's steps for all, except the equal-compute arm):
 - MMD-GAN: the same rule with the ``mmd-gan`` objective (Bińkowski et al. 2018: RBF-mixture MMD on critic features,
   gradient penalty 1 on the witness), beside the non-saturating loss of every other arm.
 - RK4 + γ: ``ode`` method rk4, joint integration, stages on the step's batch, ODE-GAN's regularizer γ = 0.07 (the
-  MoG notebook's), plain steps h = ``RK4_STEP`` (0.3 ring, 0.1 grid: chosen by ``gan-mog-rk4-step``, the
-  equal-compute sweep over h, whose claim checks that these are its choices).
+  MoG notebook's), plain steps h = ``RK4_STEP`` (0.3 ring, 0.1 grid: single-seed pilots, ``docs/pilots.md``;
+  ``gan-mog-rk4-step`` is the equal-compute sweep over h whose claim checks that they are its choices).
 - Euler + γ at RK4's h: the same flow and regularizer, one field evaluation per step: does the integrator matter?
 - Euler + γ at equal compute: h/4 for 4× the steps: RK4's field evaluations (4 a step) and integration horizon
   (steps × h), the comparison that RK4's extra cost calls for (the regularizer is applied at every Euler step, each
@@ -64,7 +64,7 @@ POOLED = True  # several runs at a time: --workers applies
 DATASETS = {"ring": "gan-ring", "grid": "gan-grid"}
 PAPER = {"mog16": "gan-mog16"}  # ODE-GAN's own setting, its preset's size: --full runs it beside the others
 GAMMA = 0.07  # ODE-GAN's regularizer in its MoG notebook
-RK4_STEP = {"ring": 0.3, "grid": 0.1, "mog16": 0.1}  # ring, grid: gan-mog-rk4-step; mog16: the notebook's
+RK4_STEP = {"ring": 0.3, "grid": 0.1, "mog16": 0.1}  # ring, grid: pilots (checked by gan-mog-rk4-step); mog16: notebook
 DRIFT_LR = {"ring": 0.1, "grid": 0.05, "mog16": 0.05}
 INTEGRATION = {"mog16": "frozen-other"}  # the notebook integrates each player with the other frozen
 RK4_EVALUATIONS = 4  # field evaluations per RK4 step: the equal-compute Euler arm takes h/4 and 4× the steps
