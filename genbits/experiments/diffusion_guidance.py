@@ -66,11 +66,15 @@ def run(
     overrides = ["train.sample_every=null", *placement.overrides(), *([f"train.steps={steps}"] if steps else [])]
     model_dir = run_dir / "model"
     train(load_config(preset, overrides), model_dir, progress=progress)
-    fitted = load_run(model_dir)
+    return study(load_run(model_dir), run_dir, per_class)
+
+
+def study(fitted: Run, run_dir: Path, per_class: int) -> dict[str, Any]:
+    """The guidance sweep on a trained class-conditional diffusion run; writes the results into ``run_dir``."""
     reference = Reference.of(fitted)
     measured = {w: measure(fitted, reference, w, per_class) for w in SCALES}
     results = {
-        "settings": {"preset": preset, "scales": SCALES, "sampling": SAMPLING, "per_class": per_class},
+        "settings": {"run": str(fitted.path), "scales": SCALES, "sampling": SAMPLING, "per_class": per_class},
         "real_test_accuracy": reference.real_accuracy,
         "scales": {str(w): m for w, m in measured.items()},
         "claim": CLAIM,
@@ -136,9 +140,10 @@ def table(results: dict[str, Any]) -> str:
     s = results["settings"]
     return "\n".join(
         [
-            f"# Classifier-free guidance on {s['preset']}",
+            "# Classifier-free guidance: fidelity vs diversity",
             "",
-            f"{s['per_class']} samples per class at each scale w ({s['sampling']['sampler']}, "
+            f"Model: the run in {s['run']}. {s['per_class']} samples per class at each scale w "
+            f"({s['sampling']['sampler']}, "
             f"{s['sampling']['steps']} steps, the same noise at every w). Accuracy: share that genbits' shipped "
             f"classifier assigns to the asked class (real test images: {results['real_test_accuracy']:.3f}). "
             "Precision, recall, FID and intra-class FID on that classifier's features against the test split.",
