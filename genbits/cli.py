@@ -145,6 +145,8 @@ EPILOG = {
           dirac-gan      update rules on the Dirac-GAN: (θ, φ) trajectories vs each map's spectral radius (<1 min)
           gan-mog        Adam GD vs RK4 vs drift-corrected SGD on the 8-ring and 25-grid, 5 seeds: modes over
                          training (~13 min on 2 cores; runs one process per core)
+          diffusion-samplers  one DDPM on the ring sampled by ddpm/ddim/heun/dpm-solver++ at 5…1000 NFE, and the
+                         same samplers on the exact denoiser: FID vs NFE and a verdict on few-step sampling (~8 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 5
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).

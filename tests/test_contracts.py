@@ -107,6 +107,7 @@ EXPERIMENT_TESTS = {
     "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_see_the_same_number_of_samples",
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
     "diffusion-guidance": "test_diffusion_guidance.py::test_guidance_sweep_runs_end_to_end_at_smoke_size",
+    "diffusion-samplers": "test_diffusion_experiments.py::test_diffusion_samplers_smoke_writes_results_and_figure",
 }
 
 

@@ -4,13 +4,14 @@ Gaussian denoiser; and its one-line errors."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
-from exact_denoisers import gaussian_eps, gaussian_nll
 
+from genbits.cli import main
 from genbits.errors import ConfigError
 from genbits.models.diffusion import (
     DiscreteSchedule,
@@ -22,6 +23,7 @@ from genbits.models.diffusion import (
     posterior,
     q_sample,
 )
+from genbits.sampling.exact import gaussian_eps
 from genbits.sampling.samplers import ddim, ddim_encode, ddpm
 
 # ----------------------------------------------------------------------------------------------------
@@ -214,8 +216,8 @@ def test_negative_elbo_of_the_exact_gaussian_denoiser_bounds_the_nll_and_tighten
     """With σ_t² = β the bound tends to the NLL as T grows; with β̃ it stays a bound, loose by the first steps."""
     torch.manual_seed(0)
     mean, cov = torch.tensor([0.3, -0.2], dtype=torch.float64), torch.diag(torch.tensor([0.02, 1.0])).double()
-    x0 = torch.distributions.MultivariateNormal(mean, cov).sample((2000,))
-    nll = gaussian_nll(x0, mean, cov)
+    x0 = torch.distributions.MultivariateNormal(mean, cov).sample((1000,))
+    nll = -torch.distributions.MultivariateNormal(mean, cov).log_prob(x0)
 
     def gap(T: int, variance: str) -> tuple[float, float]:
         alpha_bars = DiscreteSchedule.cosine(T).alpha_bars
@@ -226,8 +228,8 @@ def test_negative_elbo_of_the_exact_gaussian_denoiser_bounds_the_nll_and_tighten
         return d.mean().item(), d.std().item() / math.sqrt(len(d))
 
     (g10, se10), (g100, se100), (g1000, se1000) = (gap(T, "beta") for T in (10, 100, 1000))
-    assert g10 > g100 + 3 * (se10 + se100) and g1000 < g100, (g10, g100, g1000)
-    assert -3 * se1000 < g1000 < 0.1, (g1000, se1000)
+    assert g10 > max(g100 + 3 * (se10 + se100), g1000 + 3 * (se10 + se1000)), (g10, g100, g1000)
+    assert -3 * se1000 < g1000 < 3 * se1000 + 0.05, (g1000, se1000)  # the bound, and tight up to ~0.05 nats
     loose, se = gap(100, "beta-tilde")
     assert loose > g100 + 0.3 and loose > 3 * se, (loose, g100)
 
@@ -275,3 +277,118 @@ def test_guidance_zero_is_the_conditional_model_and_elbo_is_per_example():
     terms = model.elbo_terms(torch.rand(4, 2), y)
     assert set(terms) == {"L_T", "L_0", *(f"L_{i}" for i in range(1, 20))}
     assert all(v.shape == (4,) for v in terms.values())
+
+
+def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "data: {name: ring}\n"
+        "model: {name: diffusion, net_options: {width: 16, depth: 1}, steps: 20, conditional: true}\n"
+        "objective: {name: denoising, p_uncond: 0.2}\n"
+        "train: {steps: 3, batch_size: 32, sample_every: null, eval_samples: 200}\n"
+    )
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run), "--no-progress"]) == 0
+    out = tmp_path / "x.npy"
+    how = ["--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--guidance", "2"]
+    assert main(["sample", str(run), "-n", "16", "--class", "3", *how, "--out", str(out)]) == 0
+    assert np.load(out).shape == (16, 2)
+    assert main(["eval", str(run), "-n", "100", "--metrics", "elbo,modes", *how, "--no-progress"]) == 0
+    result = json.loads((run / "eval.json").read_text())
+    assert {"test_nelbo", "true_nll", "elbo_gap"} <= result.keys()
+    assert set(result["elbo_terms"]) == {"L_T", "L_0", *(f"L_{i}" for i in range(1, 20))}
+    assert result["test_nelbo"] == pytest.approx(sum(result["elbo_terms"].values()), rel=1e-5)
+    key = "eta=0.5,guidance=2.0,sampler=ddim,steps=5"
+    assert result["sampling"][key]["how"]["guidance"] == 2.0 and "modes" in result["sampling"][key]
+    capsys.readouterr()
+    cases = {
+        ("--class", "8"): "out of range",
+        ("--sampler", "ddm"): "did you mean",
+        ("--steps", "21"): "more than the model's T = 20",
+        ("--eta", "0.3"): "eta is for the ddim sampler",
+    }
+    for argv, message in cases.items():
+        assert main(["sample", str(run), "-n", "4", *argv, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_classifier_guidance_loads_a_matching_classifier_run_and_refuses_a_mismatched_one(tmp_path):
+    from genbits import load_config
+    from genbits.registry import MODELS
+    from genbits.train import train
+
+    classifier = {"name": "noisy-classifier", "channels": 8, "multipliers": [1], "head_dim": 8, "steps": 30}
+    config = {"data": "digits", "model": classifier, "objective": "noisy-classification"}
+    train(load_config(config | {"train": {"steps": 1, "batch_size": 8, "sample_every": 0}}), tmp_path, progress=False)
+    digits = {"event_shape": (1, 8, 8), "num_classes": 10, "dataset": None}
+    unet = {"net": "unet", "net_options": {"channels": 8, "multipliers": [1], "head_dim": 8}}
+    model = MODELS.build("diffusion", {**unet, "steps": 30, "conditional": True}, **digits)
+    y = torch.arange(4)
+    how = {"sampler": "ddim", "steps": 3, "classifier": str(tmp_path)}
+    plain = model.sample(4, y, torch.Generator().manual_seed(0), sampler="ddim", steps=3)
+    guided = model.sample(4, y, torch.Generator().manual_seed(0), guidance=5.0, **how)
+    assert guided.shape == (4, 1, 8, 8) and not torch.equal(plain, guided)
+    assert torch.equal(plain, model.sample(4, y, torch.Generator().manual_seed(0), guidance=0.0, **how))
+    unconditional = MODELS.build("diffusion", {**unet, "steps": 30}, **digits)  # a classifier guides it too
+    assert unconditional.sample(3, None, guidance=1.0, **how).shape == (3, 1, 8, 8)
+    mismatched = {
+        "another noise schedule": MODELS.build("diffusion", {**unet, "steps": 40}, **digits),
+        r"classifies \(1, 8, 8\) inputs": MODELS.build("diffusion", {"steps": 30}, event_shape=(2,)),
+        "has 10 classes, this model 3": MODELS.build(
+            "diffusion", {"steps": 30, "conditional": True}, event_shape=(1, 8, 8), num_classes=3
+        ),
+    }
+    for message, other in mismatched.items():
+        with pytest.raises(ConfigError, match=message):
+            other.sample(2, None, guidance=1.0, **how)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+@pytest.mark.parametrize("weighting", ["simple", "snr", "min-snr"])
+def test_denoising_weightings_are_x0_errors_weighted_by_their_snr_function(prediction, weighting):
+    """Recompute the loss from the same draws through x̂₀ = convert(prediction): simple = the target's own MSE,
+    snr = SNR·‖x₀ − x̂₀‖² (the ε-MSE whatever the target), min-snr = min(SNR, γ)·‖x₀ − x̂₀‖² (Hang et al. 2023)."""
+    from genbits.data.base import Batch
+    from genbits.objectives.denoising import Denoising
+
+    model = diffusion((2,), net_options={"width": 8, "depth": 1}, steps=100, prediction=prediction)
+    x = torch.randn(64, 2)
+    torch.manual_seed(0)
+    loss = Denoising(weighting, gamma=2.0)(model, Batch(x)).per_player["model"]
+    torch.manual_seed(0)  # the same draws: t, then ε
+    t = model.schedule.sample_t(64)
+    alpha_bar = model.schedule.alpha_bar(t)
+    eps = torch.randn_like(x)
+    x_t = q_sample(x.double(), alpha_bar, eps.double()).float()
+    with torch.no_grad():
+        pred = model.predict(x_t, t, None).double()
+    x0_hat = convert(pred, prediction, "x0", x_t.double(), alpha_bar)
+    x0_error = ((x.double() - x0_hat) ** 2).mean(1)
+    snr = alpha_bar / (1 - alpha_bar)
+    if weighting == "simple":
+        target = {
+            "eps": eps.double(),
+            "x0": x.double(),
+            "v": convert(eps.double(), "eps", "v", x_t.double(), alpha_bar),
+        }
+        expected = ((pred - target[prediction]) ** 2).mean(1).mean()
+    else:
+        expected = ((snr if weighting == "snr" else snr.clamp(max=2.0)) * x0_error).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-3)
+
+
+def test_p_uncond_drops_labels_to_the_null_class_at_its_rate():
+    from genbits.data.base import Batch
+    from genbits.objectives.denoising import Denoising
+
+    model = diffusion((2,), num_classes=4, conditional=True, net_options={"width": 8, "depth": 1}, steps=10)
+    seen = []
+    model.net.register_forward_hook(lambda module, args, out: seen.append(args[2]))
+    torch.manual_seed(0)
+    Denoising(p_uncond=0.3)(model, Batch(torch.randn(4000, 2), torch.randint(0, 4, (4000,))))
+    null = (seen[0] == 4).float().mean().item()
+    assert null == pytest.approx(0.3, abs=0.03)  # se ≈ 0.007
+    seen.clear()
+    Denoising(p_uncond=0.0)(model, Batch(torch.randn(100, 2), torch.randint(0, 4, (100,))))
+    assert (seen[0] < 4).all()

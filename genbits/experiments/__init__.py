@@ -5,6 +5,7 @@ and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` t
 
 from genbits.experiments import (
     diffusion_guidance,
+    diffusion_samplers,
     dirac_gan,
     divergences,
     gan_adam_beta1,
@@ -23,5 +24,6 @@ EXPERIMENTS |= {
     "gan-conditioning": gan_conditioning,
     "diffusion-guidance": diffusion_guidance,
 }
+EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
 
 __all__ = ["EXPERIMENTS"]

@@ -6,8 +6,8 @@ has to know which family it is.
 
 - :class:`Generative`: every model samples.
 - :class:`Density`: an exact log-density per example (flows, the Gaussian): NLL, density plots.
-- :class:`LatentVariable`: only a lower bound on log p(x) (the ELBO of a VAE); such a model exposes its bound and
-  never a fake ``log_prob``, so nothing reports a bound as an exact likelihood. No family implements it yet.
+- :class:`LatentVariable`: only a lower bound on log p(x) (the ELBO of a VAE or a diffusion model); such a model
+  exposes its bound and never a fake ``log_prob``, so nothing reports a bound as an exact likelihood.
 - :class:`Game`: several players, each updated on its own loss (GANs).
 - :class:`Conditional`: takes a class label; an unconditional model does not have ``num_classes`` at all.
 - :class:`Classifier`: predicts labels (log p(y | x, noise)) and samples nothing: guidance classifiers.
@@ -62,7 +62,8 @@ class Density(Protocol):
 @runtime_checkable
 class LatentVariable(Protocol):
     """A latent-variable model whose likelihood is intractable: the ELBO, a per-example lower bound on log p(x | y),
-    shape (B,), in nats. No family implements it yet (VAEs will); whatever scores it must report a bound, not an NLL."""
+    shape (B,), in nats, of x as the dataset gives it (images: the probability of their discrete grey levels, the
+    quantity the flows' dequantized NLL bounds too). Whatever scores it must report a bound, not an NLL."""
 
     def elbo(self, x: Tensor, y: Tensor | None = None) -> Tensor: ...
 

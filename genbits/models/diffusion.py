@@ -475,31 +475,34 @@ def diffusion(
 
 
 def load_classifier(path: str | Path, model: Diffusion) -> tuple[nn.Module, int]:
-    """The noise-conditional classifier of a run directory and its number of classes, checked against ``model``:
-    same event shape. Its interface: ``classifier(x_t, noise) -> logits (B, K)`` with the same noise input as the
-    denoiser's schedule."""
+    """The noise-conditional classifier (a ``Classifier``: ``log_prob_class(x_t, noise, y)``) of a run directory and
+    its number of classes, checked against ``model``: the same event shape, the same noise schedule (ᾱ and noise
+    input at every time of the model's hierarchy) and, for a conditional model, the same number of classes."""
+    from genbits.models.base import Classifier
     from genbits.runs import load_run
 
     run_dir = Path(path)
+    where = f"sampling option classifier: {run_dir}"
     if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"sampling option classifier: {run_dir} is not a run directory (no config.yaml)")
-    classifier = load_run(run_dir).model.to(model.device).eval()
-    classes = num_classes_of(classifier)
-    if classes is None:
-        raise ConfigError(f"sampling option classifier: the model of {run_dir} is not a classifier (no num_classes)")
-    probe = torch.zeros(1, *model.event_shape, device=model.device)
-    try:
-        logits = classifier(probe, torch.zeros(1, device=model.device))
-    except RuntimeError as e:
+        raise ConfigError(f"{where} is not a run directory (no config.yaml)")
+    run = load_run(run_dir)
+    classifier = run.model.to(model.device).eval()
+    if not isinstance(classifier, Classifier):
+        raise ConfigError(f"{where} holds a {type(classifier).__name__}, not a noise-conditional classifier")
+    if tuple(run.dataset.event_shape) != model.event_shape:
         raise ConfigError(
-            f"sampling option classifier: the classifier of {run_dir} does not take this model's "
-            f"{tuple(model.event_shape)} inputs ({str(e).splitlines()[0]})"
-        ) from None
-    if tuple(logits.shape) != (1, classes):
-        raise ConfigError(
-            f"sampling option classifier: {run_dir} gives logits {tuple(logits.shape)}, not (1, {classes})"
+            f"{where} classifies {tuple(run.dataset.event_shape)} inputs; this model makes {model.event_shape}"
         )
+    times = model.schedule.bound_times()
+    theirs = getattr(classifier, "schedule", None)
+    if (
+        type(theirs) is not type(model.schedule)
+        or len(theirs.bound_times()) != len(times)
+        or not torch.allclose(theirs.alpha_bar(times), model.schedule.alpha_bar(times))
+        or not torch.allclose(theirs.noise_input(times), model.schedule.noise_input(times))
+    ):
+        raise ConfigError(f"{where} was trained with another noise schedule than this model's")
     own = num_classes_of(model)
-    if own is not None and own != classes:
-        raise ConfigError(f"sampling option classifier: {run_dir} has {classes} classes, this model {own}")
-    return classifier, classes
+    if own is not None and own != classifier.num_classes:
+        raise ConfigError(f"{where} has {classifier.num_classes} classes, this model {own}")
+    return classifier, classifier.num_classes

@@ -55,7 +55,7 @@ from genbits.train.checkpoint import write_safetensors
 from genbits.train.stream import seeded_generator
 
 TEST_STREAM = 2**31 - 1  # a generator key no training batch uses
-METRICS = ("nll", "elbo", "fid", "kid", "pr", "modes")
+METRICS = ("nll", "fid", "kid", "pr", "modes", "elbo")
 LIKELIHOOD_METRICS = ("nll", "elbo")
 FEATURE_METRICS = ("fid", "kid", "pr")
 DEFAULT_FEATURES = {"fashion-mnist": "fmnist", "digits": "digits"}
@@ -254,8 +254,9 @@ def evaluate(
     how = dict(how or {})
     if how and not sampled:
         raise ConfigError(
-            f"metrics: {', '.join(metrics)} draw no samples, so the sampling options {how_key(how)} would change "
-            f"nothing; add a sample metric ({', '.join(m for m in METRICS if m not in LIKELIHOOD_METRICS)})"
+            f"metrics: {', '.join(metrics)} draw{'s' * (len(metrics) == 1)} no samples, so the sampling options "
+            f"{how_key(how)} would change nothing; add a sample metric "
+            f"({', '.join(m for m in METRICS if m not in LIKELIHOOD_METRICS)})"
         )
     # samples first: an option the model does not understand fails before any other work
     from_samples = sample_metrics(run, metrics, features, n, progress, how) if sampled else {}

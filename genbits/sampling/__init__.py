@@ -10,7 +10,6 @@ from numbers import Real
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from genbits.errors import ConfigError
@@ -100,7 +99,7 @@ def draw(model: Diffusion, n: int, y: Tensor | None, generator: torch.Generator 
 
         def log_prob(x: Tensor, k: int) -> Tensor:
             noise = model.schedule.noise_input(times[k]).to(x.device).expand(len(x))
-            return F.log_softmax(classifier(x, noise), -1).gather(1, wanted[:, None]).squeeze(1)
+            return classifier.log_prob_class(x, noise, wanted)
 
         eps_fn = classifier_guidance(eps_fn, log_prob, alpha_bars, scale)
 

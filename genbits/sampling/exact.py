@@ -1,7 +1,9 @@
 """The optimal noise predictor E[ε | x_t] in closed form, for data whose denoiser is known: a Gaussian and a mixture
 of Gaussians. With x_t = a x₀ + s ε (a = √ᾱ, s = √(1 − ᾱ)) and x₀ ~ N(m, S), x_t ~ N(a m, C), C = a² S + s² I and
 Cov(ε, x_t) = s I, so E[ε | x_t] = s C⁻¹ (x_t − a m); a mixture averages its components' answers with their
-posterior responsibilities. Samplers driven by these must reproduce the data without any training."""
+posterior responsibilities. Samplers driven by these must reproduce the data without any training: the tests and
+the exact-score study of ``genbits experiment diffusion-samplers`` separate a sampler's discretization error from
+the network's."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ import math
 import torch
 from torch import Tensor
 
+from genbits.models.diffusion import EpsFn
 
-def gaussian_eps(mean: Tensor, cov: Tensor, alpha_bars: Tensor):
+
+def gaussian_eps(mean: Tensor, cov: Tensor, alpha_bars: Tensor) -> EpsFn:
     """ε̂(x, k) for x₀ ~ N(mean, cov), at the levels ``alpha_bars``: C⁻¹ through cov = U diag(λ) Uᵀ."""
     lam, U = torch.linalg.eigh(cov)
 
@@ -23,7 +27,7 @@ def gaussian_eps(mean: Tensor, cov: Tensor, alpha_bars: Tensor):
     return eps
 
 
-def mixture_eps(weights: Tensor, means: Tensor, covs: Tensor, alpha_bars: Tensor):
+def mixture_eps(weights: Tensor, means: Tensor, covs: Tensor, alpha_bars: Tensor) -> EpsFn:
     """ε̂(x, k) for x₀ ~ Σ_j w_j N(means[j], covs[j])."""
 
     def eps(x: Tensor, k: int) -> Tensor:
@@ -42,7 +46,3 @@ def mixture_eps(weights: Tensor, means: Tensor, covs: Tensor, alpha_bars: Tensor
         return (s * (r.unsqueeze(-1) * solved).sum(1)).to(x.dtype)
 
     return eps
-
-
-def gaussian_nll(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
-    return -torch.distributions.MultivariateNormal(mean, cov).log_prob(x)
