@@ -28,7 +28,6 @@ def likelihood_input(model: nn.Module, x: Tensor, levels: int | None, generator:
     return x if levels is None else dequantize(x, levels, generator)
 
 
-
 class MaximumLikelihood:
     """Forward KL(p* ‖ p_θ) up to the data entropy: minimize −E_{p*} log p_θ(x) from data samples (mass-covering),
     on what :func:`likelihood_input` says the model scores. On text the model's log_prob is the exact likelihood of a
