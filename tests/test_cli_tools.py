@@ -43,7 +43,7 @@ def test_list_groups_by_kind_with_allowed_values(capsys):
         "update rules",
         "sampling options",
     ]
-    assert "d_norm='none' (none|batch|layer|group|spectral|spectral-svd)" in out
+    assert "d_norm='none' (none|batch|layer|group|spectral|spectral-svd|sigma-reparam|sigma-reparam-one)" in out
     assert "  mode-seeking       Forward vs reverse KL" in out
     assert "  dirac-gan          The Dirac-GAN (Mescheder et al. 2018)" in out  # "et al." does not end a sentence
     sampling = out.split("sampling options")[1]

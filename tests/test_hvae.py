@@ -242,8 +242,9 @@ def test_nvae_balancing_rule_matches_a_hand_computation():
 
 
 def test_warmed_up_balanced_loss_is_nvae_loss_with_area_proportional_alpha():
-    """While β < 1, the objective's loss on this model equals NVAE's: −rec + β Σ_g c_g KL_g with c_g from NVAE's
-    balancer and α_g ∝ the group's area (NVAE's "square" rule: 1 at the top scale, 4 at the next), + regularization."""
+    """While β < 1, the objective's loss on this model equals NVAE's: −log p(x | z) + β Σ_g c_g KL_g with c_g from
+    NVAE's balancer and α_g ∝ the group's area (NVAE's "square" rule: 1 at the top scale, 4 at the next), plus the
+    regularization."""
     model, batch = tiny_hvae()
     assert model.group_sizes == [(4, 4), (4, 4), (8, 8), (8, 8)]
     objective = Elbo(**NVAE_ELBO)
@@ -256,7 +257,7 @@ def test_warmed_up_balanced_loss_is_nvae_loss_with_area_proportional_alpha():
     beta = 30 / 200 / 0.3
     c = nvae_balancing(kl, torch.tensor([1.0, 1.0, 4.0, 4.0]))
     model.eval()  # the regularization at the same power-iteration vectors, without another iteration
-    expected = (beta * (kl * c).sum(1) - terms["reconstruction"]).mean() + model.regularization()
+    expected = (beta * (kl * c).sum(1) + terms["reconstruction"]).mean() + model.regularization()
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-3)
 
 
