@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from genbits.nn.blocks import ACTIVATIONS
+from genbits.nn.activations import ACTIVATIONS
 from genbits.nn.norms import Norm
 from genbits.nn.unet import UNet
 

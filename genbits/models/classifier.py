@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genbits.models.diffusion import Schedule, parse_schedule
-from genbits.nn.blocks import ACTIVATIONS, ActivationName
+from genbits.nn.activations import ActivationName
+from genbits.nn.activations import activation as named_activation
 from genbits.nn.norms import Norm, NormName
 from genbits.nn.unet import Encoder
 from genbits.registry import MODELS
@@ -76,7 +77,7 @@ def noisy_classifier(
         sched = parse_schedule(schedule, steps, dict(schedule_options or {}))
     except TypeError as e:
         raise ValueError(f"schedule_options: {e}") from None
-    norms, act = Norm.named(norm), ACTIVATIONS[activation]
+    norms, act = Norm.named(norm), named_activation(activation)
     encoder = Encoder(
         event_shape,
         channels=channels,

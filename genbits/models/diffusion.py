@@ -423,7 +423,7 @@ def build_net(net: str, event_shape: tuple[int, ...], num_classes: int | None, o
     ``activation`` given by name (resolved here, once)."""
     import importlib
 
-    from genbits.nn.blocks import ACTIVATIONS
+    from genbits.nn.activations import ACTIVATIONS
     from genbits.nn.norms import Norm
 
     options = dict(options)

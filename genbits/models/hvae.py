@@ -33,8 +33,9 @@ from torch import Tensor, nn
 
 from genbits.models.base import check_how, refuse_condition, temperature
 from genbits.models.latent import ElboParts
+from genbits.nn.activations import ActivationName, activation
 from genbits.nn.likelihoods import LIKELIHOODS, build_likelihood
-from genbits.nn.nvae import BN_MOMENTUM, ActivationName, GenerativeCell, ResidualCell, activation
+from genbits.nn.nvae import BN_MOMENTUM, GenerativeCell, ResidualCell
 from genbits.nn.regularization import SpectralRegularization
 from genbits.registry import MODELS
 
@@ -114,7 +115,7 @@ class HierarchicalVAE(nn.Module):
             return nn.Sequential(*(GenerativeCell(channels, **cell_options, depthwise=depthwise) for _ in range(cells)))
 
         def head(inputs: int, outputs: int) -> nn.Sequential:
-            return nn.Sequential(activation(activation_name), nn.Conv2d(inputs, outputs, 3, padding=1))
+            return nn.Sequential(activation(activation_name)(), nn.Conv2d(inputs, outputs, 3, padding=1))
 
         # Bottom-up: stem, ``preprocess`` downsamplings, then per scale (fine → coarse) one cell block per group.
         sizes = [(height, width)]

@@ -22,7 +22,7 @@ estimate log q(z | x) − log p(z), still an unbiased term of the same ELBO.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -31,17 +31,11 @@ from torch import Tensor, nn
 from genbits.models.base import check_how, refuse_condition, standard_normal_log_prob, temperature
 from genbits.models.flows import flow as build_flow
 from genbits.models.latent import ElboParts, diagonal_normal_log_prob, iwae_bound, kl_diagonal_normals
+from genbits.nn.activations import ACTIVATIONS, ActivationName
 from genbits.nn.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from genbits.nn.norms import ACTIVATION_NORMS, activation_norm
 from genbits.registry import MODELS
 
-ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "leaky-relu": lambda: nn.LeakyReLU(0.2),
-    "elu": nn.ELU,
-    "swish": nn.SiLU,
-    "tanh": nn.Tanh,
-}
 LOG_SCALE_BOUND = 8.0  # posterior log σ ∈ [−8, 8] by a soft clamp: no exp overflow early in training
 
 
@@ -300,7 +294,7 @@ def vae(
     width: int = 128,
     depth: int = 2,
     norm: Literal["none", "batch", "layer", "group"] = "none",
-    activation: Literal["relu", "leaky-relu", "elu", "swish", "tanh"] = "relu",
+    activation: ActivationName = "relu",
     likelihood: Literal["bernoulli", "logistic-mixture", "gaussian"] = "gaussian",
     components: int = 5,
     scale: float | None = None,

@@ -11,21 +11,11 @@ and a diffusers ``UNet2DModel`` of the same architecture have the same parameter
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genbits.nn.embeddings import Activation
+from genbits.nn.activations import Activation
 from genbits.nn.norms import Norm
-
-ActivationName = Literal["silu", "relu", "gelu", "leaky-relu"]
-ACTIVATIONS: dict[str, Activation] = {
-    "silu": nn.SiLU,
-    "relu": nn.ReLU,
-    "gelu": nn.GELU,
-    "leaky-relu": lambda: nn.LeakyReLU(0.2),
-}
 
 
 class ResidualBlock(nn.Module):

@@ -11,13 +11,11 @@ that classifier-free guidance (Ho & Salimans 2021) trains by dropping labels and
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-Activation = Callable[[], nn.Module]
-"""A builder of the nonlinearity a network uses (``nn.SiLU``, ``nn.ReLU``, ...)."""
+from genbits.nn.activations import Activation
 
 
 def sinusoidal(values: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from genbits.nn.activations import Activation
 from genbits.nn.blocks import ResidualBlock
-from genbits.nn.embeddings import Activation, ConditionEmbedding
+from genbits.nn.embeddings import ConditionEmbedding
 from genbits.nn.norms import Norm
 
 

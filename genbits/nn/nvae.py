@@ -14,21 +14,12 @@ sampling follow the fast-moving training statistics closely enough (the paper's 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch import Tensor, nn
 
-ActivationName = Literal["swish", "relu", "elu"]
-ACTIVATIONS: dict[str, type[nn.Module]] = {"swish": nn.SiLU, "relu": nn.ReLU, "elu": nn.ELU}
+from genbits.nn.activations import ActivationName, activation
+
 BN_MOMENTUM = 0.05  # NVAE's value
 RESIDUAL_SCALE = 0.1  # NVAE's cells add 0.1·f(x) to x
-
-
-def activation(name: ActivationName) -> nn.Module:
-    """The activation called ``name`` (swish is x·sigmoid(x), NVAE's choice)."""
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; use one of {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS[name]()
 
 
 def batch_norm(channels: int, momentum: float = BN_MOMENTUM) -> nn.BatchNorm2d:
@@ -64,10 +55,10 @@ class ResidualCell(nn.Module):
         super().__init__()
         self.f = nn.Sequential(
             batch_norm(channels, bn_momentum),
-            activation(activation_name),
+            activation(activation_name)(),
             nn.Conv2d(channels, channels, 3, padding=1),
             batch_norm(channels, bn_momentum),
-            activation(activation_name),
+            activation(activation_name)(),
             nn.Conv2d(channels, channels, 3, padding=1),
             SqueezeExcitation(channels) if squeeze_excitation else nn.Identity(),
         )
@@ -98,10 +89,10 @@ class GenerativeCell(nn.Module):
             batch_norm(channels, bn_momentum),
             nn.Conv2d(channels, wide, 1),
             batch_norm(wide, bn_momentum),
-            activation(activation_name),
+            activation(activation_name)(),
             nn.Conv2d(wide, wide, 5, padding=2, groups=wide),
             batch_norm(wide, bn_momentum),
-            activation(activation_name),
+            activation(activation_name)(),
             nn.Conv2d(wide, channels, 1),
             batch_norm(channels, bn_momentum),
             SqueezeExcitation(channels) if squeeze_excitation else nn.Identity(),

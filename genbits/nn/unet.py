@@ -17,8 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from genbits.nn.activations import Activation
 from genbits.nn.blocks import Downsample, ResidualBlock, SelfAttention, Upsample
-from genbits.nn.embeddings import Activation, ConditionEmbedding
+from genbits.nn.embeddings import ConditionEmbedding
 from genbits.nn.norms import Norm
 
 
