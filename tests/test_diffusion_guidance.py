@@ -66,10 +66,10 @@ def test_cpu_default_verdict_is_the_one_readme_states(tmp_path):
     """Trains diffusion-fmnist14 (minutes) and samples 5 scales × 1000 images."""
     assert main(["experiment", "diffusion-guidance", "--run-dir", str(tmp_path), "--no-progress"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["verdict"] == readme_verdict("Classifier-free guidance")
+    assert results["verdict"] == readme_verdict("Classifier-free guidance on a diffusion model")
 
 
 def test_readme_verdict_follows_the_rule_from_its_own_numbers():
     """The README's table (w = 0 and w = 4 rows of the CPU default) read by the rule gives the README's verdict."""
     measured = {0.0: scores(0.597, 0.860), 4.0: scores(0.873, 0.561)}
-    assert decide(measured)["verdict"] == readme_verdict("Classifier-free guidance") == "holds"
+    assert decide(measured)["verdict"] == readme_verdict("Classifier-free guidance on a diffusion model") == "holds"

@@ -16,9 +16,10 @@ COLLAPSED_GAP = 0.15
 
 
 def readme_verdict(section: str) -> str:
-    """The verdict the README states under the ``### <section>`` heading ("Verdict: **...**")."""
+    """The verdict the README states under the ``### <section>`` (or ``####``) heading ("Verdict: **...**")."""
     text = README.read_text()
-    body = text[text.index(f"### {section}") :].split("\n### ", 1)[0]
+    title = re.search(rf"^###?#? {re.escape(section)}(?: \(|$)", text, re.M)  # the whole title, not a prefix
+    body = re.split(r"\n##+ ", text[title.end() :], maxsplit=1)[0]
     return re.search(r"Verdict: \*\*(.+?)\*\*", body).group(1)
 
 
