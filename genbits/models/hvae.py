@@ -25,14 +25,14 @@ The model offers its bound in parts (``elbo_parts``, genbits.models.latent) and 
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from genbits.models.base import check_how, refuse_condition, temperature
-from genbits.models.latent import ElboParts
+from genbits.models.latent import ElboParts, diagonal_normal_log_prob, kl_diagonal_normals
+from genbits.models.latent import soft_clamp as tanh_clamp  # here soft_clamp names the switch
 from genbits.nn.activations import ActivationName, activation
 from genbits.nn.likelihoods import LIKELIHOODS, build_likelihood
 from genbits.nn.nvae import BN_MOMENTUM, GenerativeCell, ResidualCell
@@ -52,7 +52,7 @@ class Normal:
     def from_raw(cls, mu: Tensor, log_sigma: Tensor, soft_clamp: bool) -> Normal:
         """NVAE's parametrization of a network's outputs: optional soft clamp, then σ = exp(log σ) + 0.01."""
         if soft_clamp:
-            mu, log_sigma = CLAMP * torch.tanh(mu / CLAMP), CLAMP * torch.tanh(log_sigma / CLAMP)
+            mu, log_sigma = tanh_clamp(mu, CLAMP), tanh_clamp(log_sigma, CLAMP)
         return cls(mu, log_sigma.exp() + SIGMA_FLOOR)
 
     def sample(self, generator: torch.Generator | None = None, scale: float = 1.0) -> Tensor:
@@ -62,15 +62,12 @@ class Normal:
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log N(z; μ, σ²) summed per example, (B,)."""
-        e = (z - self.mu) / self.sigma
-        return (-0.5 * e * e - self.sigma.log() - 0.5 * math.log(2 * math.pi)).flatten(1).sum(1)
+        return diagonal_normal_log_prob(z, self.mu, self.sigma.log()).flatten(1).sum(1)
 
     def kl(self, other: Normal) -> Tensor:
         """KL(self ‖ other) per latent unit, (B, units), in closed form:
         log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½."""
-        ratio = self.sigma / other.sigma
-        shift = (self.mu - other.mu) / other.sigma
-        return (0.5 * (ratio * ratio + shift * shift) - 0.5 - ratio.log()).flatten(1)
+        return kl_diagonal_normals(self.mu, self.sigma.log(), other.mu, other.sigma.log()).flatten(1)
 
 
 def halved(size: tuple[int, int]) -> tuple[int, int]:

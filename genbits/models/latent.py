@@ -76,6 +76,11 @@ class Regularized(Protocol):
     def regularization(self) -> Tensor: ...
 
 
+def soft_clamp(v: Tensor, bound: float) -> Tensor:
+    """bound·tanh(v/bound): the identity near 0, smooth, never past ±bound (NVAE's soft clamp)."""
+    return bound * torch.tanh(v / bound)
+
+
 def diagonal_normal_log_prob(z: Tensor, loc: Tensor, log_scale: Tensor) -> Tensor:
     """log N(z; loc, diag(exp(log_scale))²) per unit (no sum): (..., D)."""
     u = (z - loc) * torch.exp(-log_scale)

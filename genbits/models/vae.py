@@ -28,20 +28,16 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from genbits.data.base import require
 from genbits.models.base import check_how, refuse_condition, standard_normal_log_prob, temperature
 from genbits.models.flows import flow as build_flow
-from genbits.models.latent import ElboParts, diagonal_normal_log_prob, iwae_bound, kl_diagonal_normals
+from genbits.models.latent import ElboParts, diagonal_normal_log_prob, iwae_bound, kl_diagonal_normals, soft_clamp
 from genbits.nn.activations import ACTIVATIONS, ActivationName
 from genbits.nn.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from genbits.nn.norms import ACTIVATION_NORMS, activation_norm
 from genbits.registry import MODELS
 
 LOG_SCALE_BOUND = 8.0  # posterior log σ ∈ [−8, 8] by a soft clamp: no exp overflow early in training
-
-
-def soft_clamp(v: Tensor, bound: float) -> Tensor:
-    """bound·tanh(v/bound): the identity near 0, smooth, never past ±bound (NVAE's soft clamp)."""
-    return bound * torch.tanh(v / bound)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -280,11 +276,6 @@ class VAE(nn.Module):
 # The registered factory.
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 @MODELS.register("vae")
 def vae(
     event_shape: Sequence[int],
@@ -309,19 +300,19 @@ def vae(
     levels, gaussian: anything not binarized; ``scale`` fixes its σ, unset learns it); ``components`` logistics per
     pixel; ``flow_*`` build the flow posterior and the flow prior; ``pseudo_inputs`` K of the VampPrior."""
     shape = tuple(event_shape)
-    _check(latent >= 1, f"latent must be >= 1, got {latent}")
-    _check(width >= 1 and depth >= 0, f"width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
-    _check(norm in ACTIVATION_NORMS, f"norm must be one of {', '.join(ACTIVATION_NORMS)}; got {norm!r}")
-    _check(activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
-    _check(likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
-    _check(posterior in ("gaussian", "flow"), f"posterior must be gaussian or flow; got {posterior!r}")
-    _check(prior in ("normal", "flow", "vamp"), f"prior must be normal, flow or vamp; got {prior!r}")
-    _check(flow_layers >= 1, f"flow_layers must be >= 1, got {flow_layers}")
-    _check(pseudo_inputs >= 1, f"pseudo_inputs must be >= 1, got {pseudo_inputs}")
+    require(latent >= 1, f"latent must be >= 1, got {latent}")
+    require(width >= 1 and depth >= 0, f"width must be >= 1 and depth >= 0, got width={width}, depth={depth}")
+    require(norm in ACTIVATION_NORMS, f"norm must be one of {', '.join(ACTIVATION_NORMS)}; got {norm!r}")
+    require(activation in ACTIVATIONS, f"activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+    require(likelihood in LIKELIHOODS, f"likelihood must be one of {', '.join(LIKELIHOODS)}; got {likelihood!r}")
+    require(posterior in ("gaussian", "flow"), f"posterior must be gaussian or flow; got {posterior!r}")
+    require(prior in ("normal", "flow", "vamp"), f"prior must be normal, flow or vamp; got {prior!r}")
+    require(flow_layers >= 1, f"flow_layers must be >= 1, got {flow_layers}")
+    require(pseudo_inputs >= 1, f"pseudo_inputs must be >= 1, got {pseudo_inputs}")
     observation = build_likelihood(likelihood, dataset.levels, components, scale)
     if arch == "conv":
-        _check(len(shape) == 3, f"arch 'conv' needs images (C, H, W); the data are {shape}: use arch=mlp")
-        _check(min(shape[1:]) >= 4, f"arch 'conv' needs images of at least 4×4 pixels; got {shape}")
+        require(len(shape) == 3, f"arch 'conv' needs images (C, H, W); the data are {shape}: use arch=mlp")
+        require(min(shape[1:]) >= 4, f"arch 'conv' needs images of at least 4×4 pixels; got {shape}")
         encoder: nn.Module = ConvEncoder(shape, width, norm, activation)
         decoder: nn.Module = ConvDecoder(latent, shape, observation.num_params, width, norm, activation)
     else:
