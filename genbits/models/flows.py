@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genbits.data.base import require
 from genbits.models.base import check_how, refuse_condition, standard_normal_log_prob, temperature
 from genbits.registry import MODELS
 
@@ -402,11 +403,6 @@ TRANSFORMS: dict[str, Callable[[int, Sequence[int], int, float], Transform]] = {
 PERMUTATIONS: dict[str, Callable[[int], Transform]] = {"reverse": Reverse, "random": RandomPermutation}
 
 
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
 @MODELS.register("flow")
 def flow(
     event_shape: Sequence[int],
@@ -424,13 +420,13 @@ def flow(
     with fewer parameters than zuko's 5-layer NSF (35.6k); ``bins``/``bound`` only matter for the splines.
     """
     shape = tuple(event_shape)
-    _check(len(shape) >= 1 and min(shape) >= 1, f"event_shape must be non-empty with sizes >= 1, got {shape}")
-    _check(transform in TRANSFORMS, f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
-    _check(permutation in PERMUTATIONS, f"permutation must be reverse or random; got {permutation!r}")
-    _check(layers >= 1, f"layers must be >= 1, got {layers}")
-    _check(all(h >= 1 for h in hidden), f"hidden sizes must be >= 1, got {hidden}")
-    _check(bins >= 2, f"bins must be >= 2, got {bins}")
-    _check(math.isfinite(bound) and bound > 0, f"bound must be a finite number > 0, got {bound}")
+    require(len(shape) >= 1 and min(shape) >= 1, f"event_shape must be non-empty with sizes >= 1, got {shape}")
+    require(transform in TRANSFORMS, f"transform must be one of {', '.join(TRANSFORMS)}; got {transform!r}")
+    require(permutation in PERMUTATIONS, f"permutation must be reverse or random; got {permutation!r}")
+    require(layers >= 1, f"layers must be >= 1, got {layers}")
+    require(all(h >= 1 for h in hidden), f"hidden sizes must be >= 1, got {hidden}")
+    require(bins >= 2, f"bins must be >= 2, got {bins}")
+    require(math.isfinite(bound) and bound > 0, f"bound must be a finite number > 0, got {bound}")
     features = math.prod(shape)
     parts: list[Transform] = []
     for i in range(layers):
