@@ -520,9 +520,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
             y = balanced_labels(args.n, classes, device_of(run.model))
         with torch.no_grad():
             np.save(out, run.model.sample(args.n, y, generator=generator, **how).cpu().numpy())
-    else:
-        plot_samples(run.model, run.dataset, out, generator, n=args.n, y=y, how=how)
-    print(f"wrote {args.n} samples → {out}")
+        print(f"wrote {args.n} samples → {out}")
+        return 0
+    drawn = plot_samples(run.model, run.dataset, out, generator, n=args.n, y=y, how=how)
+    shown = "" if drawn == args.n else f" (an image grid shows at most 64; .npy keeps all {args.n})"
+    print(f"wrote {drawn} samples → {out}{shown}")
     return 0
 
 

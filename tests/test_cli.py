@@ -214,3 +214,15 @@ def test_class_conditional_sampling(tmp_path, capsys):
         assert code == 2 and f"--class {bad}: out of range" in err and "classes 0 to 7" in err, err
         assert len(err.strip().splitlines()) == 1
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_sample_says_how_many_images_its_grid_shows(tmp_path, capsys):
+    """An image grid shows at most 64 samples: ``sample -n 100 --out x.png`` says 64, and where the 100 are (.npy)."""
+    run = tmp_path / "vae"
+    steps = ["--set", "train.steps=2", "--set", "train.sample_every=0", "--set", "train.checkpoint_every=2"]
+    assert main(["train", "vae-digits", *steps, "--run-dir", str(run), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "-n", "100", "--out", str(tmp_path / "grid.png")]) == 0
+    assert "wrote 64 samples" in capsys.readouterr().out
+    assert main(["sample", str(run), "-n", "100", "--out", str(tmp_path / "all.npy")]) == 0
+    assert "wrote 100 samples" in capsys.readouterr().out and np.load(tmp_path / "all.npy").shape[0] == 100

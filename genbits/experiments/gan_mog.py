@@ -28,6 +28,10 @@ Arms (``ARMS``; the preset's steps for all, except the equal-compute arm):
 
 ``--full`` adds ODE-GAN's own MoG setting (``gan-mog16``: the MoG-16 notebook of its reference code, 30,000 steps,
 RK4 h = 0.1 with each player integrated with the other frozen) as a third dataset, with the same arms and metrics.
+The drift paper has no mixture-of-Gaussians setting to add: its reference code
+(``google-deepmind/discretisation_drift``) trains on CIFAR-10 and on MNIST (``sgd_mnist_config.py``: simultaneous
+SGD, lr 1e-2 for both players, saturating generator loss, batch 64, 10⁵ steps), so its arms here take that paper's
+rule (cancel interaction, plain SGD) at the rates these toys train with.
 The claims (``COMPARISONS``) are judged by ``RULE``, fixed here before running, on each dataset.
 """
 

@@ -64,16 +64,16 @@ def plot_samples(
     n: int = 2000,
     y: Tensor | None = None,
     how: Mapping[str, Any] | None = None,
-) -> None:
-    """Data beside model samples (and the model's density where it has one).
+) -> int:
+    """Data beside model samples (and the model's density where it has one); returns how many samples it drew (an
+    image grid shows at most 64, a text picture 4).
 
     ``y``: labels for a conditional model; without them it gets balanced labels and an image grid shows one class
     per column. ``how``: sampling options, passed to ``model.sample``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(model, Text):
-        plot_text(model, path, generator, how)
-        return
+        return plot_text(model, path, generator, how)
     classes = num_classes_of(model)
     by_class = classes is not None and y is None
     columns = classes if by_class and classes <= 16 else 8
@@ -104,6 +104,7 @@ def plot_samples(
                 ax.set_title(title)
         fig.savefig(path, dpi=100, bbox_inches="tight")
         plt.close(fig)
+    return len(samples)
 
 
 @torch.no_grad()
@@ -120,8 +121,8 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() or c == "\n" else "·" for c in text.expandtabs(4))
 
 
-def plot_text(model, path: Path, generator: torch.Generator, how: Mapping[str, Any] | None = None, n: int = 4) -> None:
-    """A language model's samples as a picture of text: ``n`` blocks, one per panel row."""
+def plot_text(model, path: Path, generator: torch.Generator, how: Mapping[str, Any] | None = None, n: int = 4) -> int:
+    """A language model's samples as a picture of text: ``n`` blocks, one per panel row; returns ``n``."""
     texts = [model.decode(t) for t in model.sample(n, generator=generator, **(how or {})).cpu()]
     fig, ax = plt.subplots(figsize=(9, 1.6 * n))
     shown = "\n\n".join("\n".join(textwrap.wrap(printable(t), 100, replace_whitespace=False)) for t in texts)
@@ -129,6 +130,7 @@ def plot_text(model, path: Path, generator: torch.Generator, how: Mapping[str, A
     ax.set_axis_off()
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return n
 
 
 def plot_2d(data: np.ndarray, samples: np.ndarray, model, path: Path) -> None:
