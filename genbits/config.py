@@ -141,11 +141,18 @@ class Config:
 
     def hash(self) -> str:
         """Identity of a run: everything but its length, ``train.steps`` / ``train.samples`` (raising it extends a
-        run), and what only observes it (``OBSERVE_ONLY``: changing it on resume changes no number of the run)."""
+        run), and what only observes it (``OBSERVE_ONLY``: changing it on resume changes no number of the run).
+
+        Of ``optim`` and ``train`` only the fields set away from their defaults count, as a component's options
+        count only where given: a field added later, whose default keeps what runs did before it, leaves the
+        identity of every earlier run, so their checkpoints still resume."""
         plain = self.to_dict()
         for key in (*LENGTH, *OBSERVE_ONLY):
             section, name = key.split(".")
             plain[section].pop(name)
+        for section in ("optim", "train"):
+            defaults = _to_plain(type(getattr(self, section))())
+            plain[section] = {k: v for k, v in plain[section].items() if v != defaults[k]}
         return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:16]
 
 

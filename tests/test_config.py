@@ -131,3 +131,21 @@ def test_a_registered_class_is_validated_against_its_init():
     assert registry.build("counter", {"count": "3"}).count == 3
     with pytest.raises(ConfigError, match=r"thing\.count"):
         registry.build("counter", {"count": "three"})
+
+
+def test_a_field_added_at_its_default_keeps_the_identity_of_earlier_runs():
+    """A train/optim field added later, whose default keeps the old behaviour, changes no earlier run's hash (its
+    checkpoints still resume); set away from its default it does, like any other field."""
+    import dataclasses
+
+    from genbits.config import TrainConfig
+
+    @dataclasses.dataclass
+    class Later(TrainConfig):
+        new_option: int = 0
+
+    config = load_config("flow-ring")
+    later = dataclasses.replace(config, train=Later(**dataclasses.asdict(config.train)))
+    assert later.hash() == config.hash()
+    assert dataclasses.replace(later, train=dataclasses.replace(later.train, new_option=1)).hash() != config.hash()
+    assert load_config("flow-ring", ["optim.decay=matrices"]).hash() != config.hash()
