@@ -34,7 +34,9 @@ def test_readme_mog_verdicts_are_the_stored_runs():
     assert {claim: readme_verdict(claim) for claim in claims} == claims
 
 
-@pytest.mark.parametrize(("name", "section"), [("gan-adam-beta1", "Adam β1")])
+@pytest.mark.parametrize(
+    ("name", "section"), [("gan-adam-beta1", "Adam β1"), ("gan-spectral-norm", "Spectral normalization")]
+)
 def test_readme_image_verdicts_are_the_stored_runs(name, section):
     assert readme_verdict(section) == stored(name)["verdict"]
 

@@ -238,7 +238,7 @@ def table(results: dict[str, Any]) -> str:
                 ]
             )
         lines += [
-            f"## {n_critic} critic step(s) per generator step: verdict {setting['verdict']}",
+            f"**{n_critic} critic step(s) per generator step**: verdict {setting['verdict']}.",
             "",
             *markdown_table(
                 [
@@ -265,7 +265,7 @@ def table(results: dict[str, Any]) -> str:
         if (group := cell(runs, n_critic, norm, lr))
     ]
     lines += [
-        "## Every cell",
+        "Every cell, median [min, max] over seeds:",
         "",
         *markdown_table(["critic steps", "critic norm", "lr", "trained", "final FID"], cells),
         "",
