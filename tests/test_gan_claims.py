@@ -35,7 +35,8 @@ def test_readme_mog_verdicts_are_the_stored_runs():
 
 
 @pytest.mark.parametrize(
-    ("name", "section"), [("gan-adam-beta1", "Adam β1"), ("gan-spectral-norm", "Spectral normalization")]
+    ("name", "section"),
+    [("gan-adam-beta1", "Adam β1"), ("gan-spectral-norm", "Spectral normalization"), ("gan-batch-size", "Batch size")],
 )
 def test_readme_image_verdicts_are_the_stored_runs(name, section):
     assert readme_verdict(section) == stored(name)["verdict"]
