@@ -5,6 +5,7 @@ verdict at the CPU default."""
 import json
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +87,16 @@ def test_parameter_counts_match_within_a_factor_of_1_2(full):
         parts = build_parts(load_config(family.preset, list(family.overrides)))
         counts.append(sum(p.numel() for p in parts.model.parameters()))
     assert max(counts) / min(counts) < 1.2
+
+
+def test_readme_verdict_is_the_stored_runs():
+    """README quotes the run kept in docs/results (its table there is checked verbatim by test_gan_claims)."""
+    stored = json.loads((Path(__file__).parents[1] / "docs/results/diffusion-stability.json").read_text())
+    assert (
+        readme_verdict("Diffusion vs GAN stability")
+        == stored["verdict"]
+        == ds.decide(stored["families"]["diffusion"], stored["families"]["gan"])
+    )
 
 
 @pytest.mark.slow

@@ -298,7 +298,7 @@ def table(results: dict[str, Any]) -> str:
             summary,
         ),
         "",
-        "## Every grid point (median [min, max] over seeds)",
+        "Every grid point, median [min, max] over seeds:",
         "",
         *markdown_table(["family", "lr", "train", "diverged", "final FID", "roughness"], cells),
         "",
