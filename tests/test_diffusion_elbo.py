@@ -3,6 +3,7 @@ the rule and the bands on hand-made numbers; and (slow) the README's verdict at 
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 from test_experiments import readme_verdict
@@ -51,6 +52,14 @@ def test_shares_split_the_bound_by_band_of_t():
 def test_rule_compares_the_ddpm_bound_with_the_flow_and_the_uniform_control(flow, ddpm, verdict):
     summary = {de.FLOW: {"bits_per_dim": flow}, de.LINEAR: {"bits_per_dim": ddpm}}
     assert de.decide(summary)["verdict"] == verdict
+
+
+def test_readme_verdict_is_the_stored_runs():
+    """README quotes the run kept in docs/results (its table there is checked verbatim by test_gan_claims)."""
+    stored = json.loads((Path(__file__).parents[1] / "docs/results/diffusion-elbo.json").read_text())
+    assert (
+        readme_verdict("Diffusion ELBO vs a flow's NLL") == stored["verdict"] == de.decide(stored["summary"])["verdict"]
+    )
 
 
 @pytest.mark.slow
