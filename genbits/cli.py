@@ -162,6 +162,10 @@ EPILOG = {
           gan-mog-rk4-step   RK4 + γ at h 0.05…0.6, same steps, both MoG toys: the step gan-mog uses
           diffusion-samplers  one DDPM on the ring sampled by ddpm/ddim/heun/dpm-solver++ at 5…1000 NFE, and the
                          same samplers on the exact denoiser: FID vs NFE and a verdict on few-step sampling (~8 min)
+          diffusion-stability  DDPM vs the DCGAN of gan-fmnist14 at matched parameters and samples seen, Adam
+                         lr grid × 3 seeds: runs that train, FID spread, loss roughness (~8 min)
+          diffusion-elbo  the diffusion ELBO in bits/dim beside flow-digits' NLL on the 8×8 digits, and the L_t
+                         profile over t: which steps carry the bits (~6 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 5
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).

@@ -158,6 +158,8 @@ EXPERIMENT_TESTS = {
     "pixelcnn-guidance": "test_pixelcnn_guidance.py::test_smoke_scores_every_scale",
     "diffusion-samplers": "test_diffusion_experiments.py::test_diffusion_samplers_smoke_writes_results_and_figure",
     "diffusion-guidance": "test_diffusion_guidance.py::test_guidance_sweep_runs_end_to_end_at_smoke_size",
+    "diffusion-stability": "test_diffusion_stability.py::test_diffusion_stability_smoke_scores_both_families",
+    "diffusion-elbo": "test_diffusion_elbo.py::test_diffusion_elbo_smoke_scores_every_arm",
 }
 
 

@@ -4,8 +4,10 @@ and report.html); ``full`` selects the larger GPU-sized setting, ``placement`` t
 (``genbits.experiments.placement``)."""
 
 from genbits.experiments import (
+    diffusion_elbo,
     diffusion_guidance,
     diffusion_samplers,
+    diffusion_stability,
     dirac_gan,
     divergences,
     gan_adam_beta1,
@@ -36,5 +38,6 @@ EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": l
 EXPERIMENTS |= {"nvae-bits": nvae_bits}
 EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
 EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
+EXPERIMENTS |= {"diffusion-stability": diffusion_stability, "diffusion-elbo": diffusion_elbo}
 
 __all__ = ["EXPERIMENTS"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -65,25 +65,27 @@ def sweep(
     overrides: Sequence[str],
     progress: bool,
     placement: Placement,
+    preset: str = PRESET,
+    loss_key: str = "loss/discriminator",
 ) -> list[Row]:
-    """Every grid point × seed as one run of the preset on ``placement``'s device, by ``genbits.sweeps.sweep``
-    (resumable, ``WORKERS`` at a time on a CPU, one on a GPU, unless told) in ``run_dir/sweep``; returns the
-    sweep's rows, each with ``path``, the run directory, added. This process then keeps the runs'
-    ``train.threads`` for scoring them."""
+    """Every grid point × seed as one run of ``preset`` (judged by its ``loss_key``) on ``placement``'s device, by
+    ``genbits.sweeps.sweep`` (resumable, ``WORKERS`` at a time on a CPU, one on a GPU, unless told) in
+    ``run_dir/sweep``; returns the sweep's rows, each with ``path``, the run directory, added. This process then
+    keeps the runs' ``train.threads`` for scoring them."""
     sweep_dir = run_dir / "sweep"
     result = run_sweep(
-        PRESET,
+        preset,
         [f"{key}={','.join(values)}" for key, values in grid.items()],
         sweep_dir,
         seeds=seeds,
         overrides=[*overrides, *placement.overrides()],
         workers=placement.pool(WORKERS),
-        rules=OutcomeRules(loss_key="loss/discriminator"),
+        rules=OutcomeRules(loss_key=loss_key),
         progress=progress,
     )
     if result.interrupted:
         raise GenbitsError(f"the sweep in {sweep_dir} was interrupted; run the same command again to resume it")
-    threads = load_config(PRESET, list(overrides)).train.threads
+    threads = load_config(preset, list(overrides)).train.threads
     if threads:  # score in this process as the runs trained (as train() does): tiny nets on busy cores crawl with more
         torch.set_num_threads(threads)
     return [row | {"path": sweep_dir / row["run"]} for row in result.runs]
@@ -97,11 +99,12 @@ def by_point(rows: Sequence[Row]) -> list[list[Row]]:
     return list(points.values())
 
 
-def scores(run: Run, n: int) -> dict[str, float]:
-    """FID and KID of n samples (seed 0) against n test images on genbits' classifier features (the reference
-    features cached as by ``genbits eval``, whose FID this is; its KID's 100 subsets would cost more than the rest)."""
+def scores(run: Run, n: int, how: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """FID and KID of n samples (seed 0, sampling options ``how``) against n test images on genbits' classifier
+    features (the reference features cached as by ``genbits eval``, whose FID this is; its KID's 100 subsets would
+    cost more than the rest)."""
     net = extractor(default_features(run))
-    real, fake = reference_features(run, net, n), net(model_samples(run, n))
+    real, fake = reference_features(run, net, n), net(model_samples(run, n, how=how))
     kid_mean, _ = kid(real, fake, subsets=KID_SUBSETS, generator=torch.Generator().manual_seed(0))
     return {"step": run.step, "fid": fid(real, fake), "kid": kid_mean}
 
