@@ -36,7 +36,12 @@ def test_readme_mog_verdicts_are_the_stored_runs():
 
 @pytest.mark.parametrize(
     ("name", "section"),
-    [("gan-adam-beta1", "Adam β1"), ("gan-spectral-norm", "Spectral normalization"), ("gan-batch-size", "Batch size")],
+    [
+        ("gan-adam-beta1", "Adam β1"),
+        ("gan-spectral-norm", "Spectral normalization"),
+        ("gan-batch-size", "Batch size"),
+        ("gan-late-degradation", "Late degradation"),
+    ],
 )
 def test_readme_image_verdicts_are_the_stored_runs(name, section):
     assert readme_verdict(section) == stored(name)["verdict"]
@@ -68,6 +73,7 @@ def test_gan_mog_claims_rerun_to_the_readme_verdicts(tmp_path, monkeypatch):
         ("gan-conditioning", "Conditioning throughout"),
         ("gan-batch-size", "Batch size"),
         ("gan-spectral-norm", "Spectral normalization"),
+        ("gan-late-degradation", "Late degradation"),
     ],
 )
 def test_image_gan_study_reruns_to_the_readme_verdict(tmp_path, name, section):
