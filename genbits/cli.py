@@ -39,8 +39,8 @@ EPILOG = {
         Sampling options belong to the call, not to the run: they never enter the config, and a model refuses an
         option it does not understand (flows and gaussian: --temperature; GANs: none yet; diffusion: --sampler
         ddpm|ddim|heun|dpm-solver++, --steps (network evaluations), --spacing, --eta (ddim), --variance (ddpm),
-        --guidance, --classifier RUN_DIR; the transformer LM: --temperature, --top-k, --top-p, --prompt). For a
-        text model -n counts characters and --out is a .txt file.
+        --guidance, --classifier RUN_DIR, --no-clip; the transformer LM: --temperature, --top-k, --top-p,
+        --prompt). For a text model -n counts characters and --out is a .txt file.
         """,
     "eval": """
         metrics:
@@ -217,6 +217,7 @@ SAMPLING = (
     "variance",
     "guidance",
     "classifier",
+    "clip",
     "temperature",
     "top_k",
     "top_p",
@@ -239,6 +240,13 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--classifier", default=None, metavar="RUN_DIR", help="guide by this run's noise-conditional classifier"
+    )
+    g.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        default=None,
+        help="diffusion on images: do not clip the denoised x̂₀ to the data range at each step",
     )
     g.add_argument(
         "--temperature",

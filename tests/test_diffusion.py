@@ -14,6 +14,7 @@ import torch
 from genbits.cli import main
 from genbits.errors import ConfigError
 from genbits.models.diffusion import (
+    Diffusion,
     DiscreteSchedule,
     SigmaSchedule,
     convert,
@@ -392,3 +393,29 @@ def test_p_uncond_drops_labels_to_the_null_class_at_its_rate():
     seen.clear()
     Denoising(p_uncond=0.0)(model, Batch(torch.randn(100, 2), torch.randint(0, 4, (100,))))
     assert (seen[0] < 4).all()
+
+
+class WildNet(torch.nn.Module):
+    """A denoiser 20% off the noise it should predict (ε̂ = 1.2 x_t): its x̂₀ leaves [−1, 1] at high noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, noise, y):
+        return 1.2 * x
+
+
+def test_image_samples_clip_the_data_prediction_by_default_and_continuous_ones_refuse_to():
+    image = Diffusion(WildNet(), DiscreteSchedule.cosine(100), "eps", (1, 4, 4), levels=17)
+    for sampler in ("ddim", "dpm-solver++"):
+        how = dict(sampler=sampler, steps=10)
+        clipped = image.sample(64, None, torch.Generator().manual_seed(0), **how)
+        assert clipped.min() >= 0 and clipped.max() <= 1
+        wild = image.sample(64, None, torch.Generator().manual_seed(0), clip=False, **how)
+        assert wild.abs().max() > 10
+    with pytest.raises(ConfigError, match="clip must be true or false"):
+        image.sample(2, clip="yes")
+    with pytest.raises(ConfigError, match="not images"):
+        tiny().sample(2, clip=True)
+    assert tiny().sample(2, sampler="ddim", steps=3, clip=False).shape == (2, 2)
