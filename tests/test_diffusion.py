@@ -294,6 +294,9 @@ def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(t
     how = ["--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--guidance", "2"]
     assert main(["sample", str(run), "-n", "16", "--class", "3", *how, "--out", str(out)]) == 0
     assert np.load(out).shape == (16, 2)
+    assert (
+        main(["sample", str(run), "-n", "4", "--steps", "3", "--sampler", "ddim", "--no-clip", "--out", str(out)]) == 0
+    )
     assert main(["eval", str(run), "-n", "100", "--metrics", "elbo,modes", *how, "--no-progress"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert {"test_nelbo", "true_nll", "elbo_gap"} <= result.keys()
