@@ -163,7 +163,7 @@ EPILOG = {
           diffusion-samplers  one DDPM on the ring sampled by ddpm/ddim/heun/dpm-solver++ at 5…1000 NFE, and the
                          same samplers on the exact denoiser: FID vs NFE and a verdict on few-step sampling (~8 min)
           diffusion-guidance  classifier-free (w) and classifier guidance (s, by a noise-conditional classifier trained
-                         beside the model) on diffusion-fmnist14: accuracy, precision/recall, FID per scale (~12 min)
+                         beside the model) on diffusion-fmnist14: accuracy, precision/recall, FID per scale (~6 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 5
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).
