@@ -1,6 +1,7 @@
 """genbits' diffusion UNet vs diffusers' UNet2DModel of the same architecture: training step and DDIM sampling.
 
     python benchmarks/diffusion.py [--repeats 5] [--batch 64] [--threads 2] [--device cpu|cuda] [--quick]
+    python benchmarks/diffusion.py --fid-vs-nfe RUN_DIR [-n 1000] [--threads 2]
 
 Both nets have the architecture of ``ARCH`` at 28×28 (class-conditional, 10 classes + the null class): the same
 layer shapes and parameter count (printed; tests/test_unet.py shows that with the same weights they compute the
@@ -17,6 +18,11 @@ process never goes down, so it cannot be read twice in one process).
 (b) Sampling time of DDIM with 50 network evaluations for a batch of 64 (η = 0, class-conditional, no guidance):
 genbits = ``model.sample(64, y, sampler="ddim", steps=50)``; diffusers = ``DDIMScheduler`` (50 steps) looping over
 ``UNet2DModel``. Alternating, median of ``--repeats`` runs each.
+
+(c) ``--fid-vs-nfe RUN_DIR``: FID against NFE for every sampler on a trained image run (e.g. ``genbits train
+diffusion-digits --run-dir RUN_DIR``), n samples per setting (seed 0) scored as ``genbits eval`` scores them (the
+dataset's shipped features, the test split), and the issue's target read by ``genbits experiment diffusion-samplers``'
+rule: the best sampler at ≤ 25 NFE within 10% of 1000-step ancestral FID.
 """
 
 from __future__ import annotations
@@ -33,12 +39,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from genbits.experiments.diffusion_samplers import decide
 from genbits.models.diffusion import Diffusion, diffusion
 from genbits.objectives.denoising import Denoising
+from genbits.runs import load_run
+from genbits.runs.evaluate import sample_metrics
 
 SHAPE, CLASSES, T = (1, 28, 28), 10, 1000
 ARCH = {"channels": 32, "multipliers": [1, 2, 2], "num_res_blocks": 2, "attention": [7], "head_dim": 32}
 QUICK = {"channels": 16, "multipliers": [1, 2], "num_res_blocks": 1, "attention": [14], "head_dim": 16}
+FID_NFES = {"ddpm": [25, 100, 1000], "ddim": [10, 25, 50], "heun": [9, 25, 49], "dpm-solver++": [10, 25, 50]}
 
 
 def genbits_model(arch: dict) -> Diffusion:
@@ -147,6 +157,28 @@ def timed(run: Callable[[], Tensor], device: torch.device) -> float:
     return time.perf_counter() - tic
 
 
+def fid_vs_nfe(run_dir: str, n: int, nfes: dict[str, list[int]] = FID_NFES) -> None:
+    """(c): every sampler at each NFE of ``nfes`` on the trained run, FID of n samples; prints the table and the
+    verdict of the few-step target."""
+    run = load_run(run_dir)
+    print(f"run {run_dir} ({run.config.data.name}, {type(run.model.schedule).__name__}), {n} samples per setting")
+    print("\n| sampler | NFE | FID | seconds |\n|---|---:|---:|---:|")
+    scores = {}
+    for sampler, values in nfes.items():
+        for nfe in values:
+            tic = time.perf_counter()
+            result = sample_metrics(run, ["fid"], None, n, how={"sampler": sampler, "steps": nfe})
+            seconds = time.perf_counter() - tic
+            scores[f"{sampler}@{nfe}"] = {"sampler": sampler, "nfe": nfe, "fid": result["fid"]}
+            print(f"| {sampler} | {nfe} | {result['fid']:.3f} | {seconds:.0f} |", flush=True)
+    verdict = decide(scores)
+    print(
+        f"\nFID(ddpm, 1000) = {verdict['reference_fid']:.3f}; best at <= 25 NFE: {verdict['best_few_step']} with "
+        f"{verdict['best_few_step_fid']:.3f} ({verdict['best_few_step_fid'] / verdict['reference_fid']:.2f}×). "
+        f"Target (within 10%): **{verdict['verdict']}**."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -154,8 +186,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quick", action="store_true", help="a tiny UNet (a smoke run of this script)")
+    parser.add_argument("--fid-vs-nfe", metavar="RUN_DIR", help="(c) only: FID vs NFE on this trained image run")
+    parser.add_argument("-n", type=int, default=1000, help="(c): samples per setting")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.fid_vs_nfe:
+        fid_vs_nfe(args.fid_vs_nfe, args.n)
+        return
     device = torch.device(args.device)
     arch = QUICK if args.quick else ARCH
     torch.manual_seed(0)

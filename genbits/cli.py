@@ -39,8 +39,8 @@ EPILOG = {
         Sampling options belong to the call, not to the run: they never enter the config, and a model refuses an
         option it does not understand (flows and gaussian: --temperature; GANs: none yet; diffusion: --sampler
         ddpm|ddim|heun|dpm-solver++, --steps (network evaluations), --spacing, --eta (ddim), --variance (ddpm),
-        --guidance, --classifier RUN_DIR; the transformer LM: --temperature, --top-k, --top-p, --prompt). For a
-        text model -n counts characters and --out is a .txt file.
+        --guidance, --classifier RUN_DIR, --no-clip; the transformer LM: --temperature, --top-k, --top-p,
+        --prompt). For a text model -n counts characters and --out is a .txt file.
         """,
     "eval": """
         metrics:
@@ -166,6 +166,8 @@ EPILOG = {
                          lr grid × 3 seeds: runs that train, FID spread, loss roughness (~8 min)
           diffusion-elbo  the diffusion ELBO in bits/dim beside flow-digits' NLL on the 8×8 digits, and the L_t
                          profile over t: which steps carry the bits (~6 min)
+          diffusion-guidance  classifier-free (w) and classifier guidance (s, by a noise-conditional classifier trained
+                         beside the model) on diffusion-fmnist14: accuracy, precision/recall, FID per scale (~6 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 5
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).
@@ -221,6 +223,7 @@ SAMPLING = (
     "variance",
     "guidance",
     "classifier",
+    "clip",
     "temperature",
     "top_k",
     "top_p",
@@ -243,6 +246,13 @@ def add_sampling(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--classifier", default=None, metavar="RUN_DIR", help="guide by this run's noise-conditional classifier"
+    )
+    g.add_argument(
+        "--no-clip",
+        dest="clip",
+        action="store_false",
+        default=None,
+        help="diffusion on images: do not clip the denoised x̂₀ to the data range at each step",
     )
     g.add_argument(
         "--temperature",

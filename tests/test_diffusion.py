@@ -14,6 +14,7 @@ import torch
 from genbits.cli import main
 from genbits.errors import ConfigError
 from genbits.models.diffusion import (
+    Diffusion,
     DiscreteSchedule,
     SigmaSchedule,
     convert,
@@ -293,6 +294,9 @@ def test_cli_samples_and_evaluates_with_diffusion_options_and_refuses_bad_ones(t
     how = ["--sampler", "ddim", "--steps", "5", "--eta", "0.5", "--guidance", "2"]
     assert main(["sample", str(run), "-n", "16", "--class", "3", *how, "--out", str(out)]) == 0
     assert np.load(out).shape == (16, 2)
+    assert (
+        main(["sample", str(run), "-n", "4", "--steps", "3", "--sampler", "ddim", "--no-clip", "--out", str(out)]) == 0
+    )
     assert main(["eval", str(run), "-n", "100", "--metrics", "elbo,modes", *how, "--no-progress"]) == 0
     result = json.loads((run / "eval.json").read_text())
     assert {"test_nelbo", "true_nll", "elbo_gap"} <= result.keys()
@@ -392,3 +396,29 @@ def test_p_uncond_drops_labels_to_the_null_class_at_its_rate():
     seen.clear()
     Denoising(p_uncond=0.0)(model, Batch(torch.randn(100, 2), torch.randint(0, 4, (100,))))
     assert (seen[0] < 4).all()
+
+
+class WildNet(torch.nn.Module):
+    """A denoiser 20% off the noise it should predict (ε̂ = 1.2 x_t): its x̂₀ leaves [−1, 1] at high noise."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, noise, y):
+        return 1.2 * x
+
+
+def test_image_samples_clip_the_data_prediction_by_default_and_continuous_ones_refuse_to():
+    image = Diffusion(WildNet(), DiscreteSchedule.cosine(100), "eps", (1, 4, 4), levels=17)
+    for sampler in ("ddim", "dpm-solver++"):
+        how = dict(sampler=sampler, steps=10)
+        clipped = image.sample(64, None, torch.Generator().manual_seed(0), **how)
+        assert clipped.min() >= 0 and clipped.max() <= 1
+        wild = image.sample(64, None, torch.Generator().manual_seed(0), clip=False, **how)
+        assert wild.abs().max() > 10
+    with pytest.raises(ConfigError, match="clip must be true or false"):
+        image.sample(2, clip="yes")
+    with pytest.raises(ConfigError, match="not images"):
+        tiny().sample(2, clip=True)
+    assert tiny().sample(2, sampler="ddim", steps=3, clip=False).shape == (2, 2)

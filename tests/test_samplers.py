@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genbits.models.diffusion import DiscreteSchedule, SigmaSchedule
+from genbits.sampling.clipping import clip_denoised
 from genbits.sampling.exact import gaussian_eps, mixture_eps
 from genbits.sampling.guidance import classifier_free, classifier_guidance
 from genbits.sampling.samplers import SAMPLER_FUNCTIONS, grid_size
@@ -115,3 +116,65 @@ def test_classifier_guidance_gradient_is_the_analytic_softmax_gradient():
         grad = W[y] - p @ W  # ∇_x log softmax_y = W_y − Σ_j p_j W_j
         expected = torch.sin(x) - s * (1 - alpha_bars[k]).sqrt() * grad
         assert torch.allclose(classifier_guidance(base, log_prob, alpha_bars, s)(x, k), expected, atol=1e-12)
+
+
+# The cosine schedule's ᾱ_T ≈ 2.4e-9 with the default trailing spacing (first level t = T): a mixture inside the
+# image range [−1, 1] and a denoiser with a 1% error, as a trained network has, blow up unless x̂₀ is clipped.
+IMAGE_WEIGHTS = torch.tensor([0.3, 0.7], dtype=torch.float64)
+IMAGE_CENTRES = torch.tensor([[-0.5, -0.5], [0.5, 0.4]], dtype=torch.float64)
+IMAGE_COVS = torch.stack([0.01 * torch.eye(2), 0.02 * torch.eye(2)]).double()
+
+
+def cosine_trailing_draw(name: str, error: float, clip: bool, nfe: int = 25, n: int = 4000) -> torch.Tensor:
+    schedule = DiscreteSchedule.cosine(1000)
+    alpha_bars = schedule.alpha_bar(schedule.grid(grid_size(name, nfe)))
+    assert alpha_bars[0] < 1e-8  # the first level is t = T
+    exact = mixture_eps(IMAGE_WEIGHTS, IMAGE_CENTRES, IMAGE_COVS, alpha_bars)
+
+    def eps(x: torch.Tensor, k: int) -> torch.Tensor:
+        return (1 + error) * exact(x, k)
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 2, dtype=torch.float64, generator=generator)
+    eps_fn = clip_denoised(eps, alpha_bars) if clip else eps
+    return SAMPLER_FUNCTIONS[name](eps_fn, x, alpha_bars, generator=generator)
+
+
+@pytest.mark.parametrize("name", ["ddim", "dpm-solver++", "heun"])
+def test_an_imperfect_denoiser_blows_up_from_t_equal_T_on_the_cosine_schedule_without_clipping(name):
+    assert cosine_trailing_draw(name, 0.01, clip=False).abs().max() > 1.5
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "dpm-solver++"])  # not heun: see below
+@pytest.mark.parametrize("error", [0.0, 0.01])
+def test_clipping_x0_samples_the_mixture_from_t_equal_T_on_the_cosine_schedule(name, error):
+    x = cosine_trailing_draw(name, error, clip=True)
+    assert torch.isfinite(x).all() and x.abs().max() < 1.2
+    nearest = torch.cdist(x, IMAGE_CENTRES).argmin(1)
+    shares = torch.bincount(nearest, minlength=2).double() / len(x)
+    assert torch.allclose(shares, IMAGE_WEIGHTS, atol=0.03), shares  # se ≈ 0.007
+    for j in range(2):
+        members = x[nearest == j]
+        assert torch.allclose(members.mean(0), IMAGE_CENTRES[j], atol=0.03), (j, members.mean(0))
+        assert torch.allclose(torch.cov(members.T), IMAGE_COVS[j], atol=0.01), (j, torch.cov(members.T))
+
+
+def test_heun_from_t_equal_T_on_the_cosine_schedule_stays_in_range_but_is_not_accurate():
+    """EDM's trapezoid spans σ ≈ 2e4 → 18 in its first step here (Karras et al.'s ρ-spaced grid never does): even
+    the exact denoiser misses the mixture weights at 25 NFE. Clipping keeps it in range, nothing more."""
+    x = cosine_trailing_draw("heun", 0.0, clip=True)
+    share = (torch.cdist(x, IMAGE_CENTRES).argmin(1) == 0).double().mean()
+    assert x.abs().max() <= 1 + 1e-9 and share > IMAGE_WEIGHTS[0] + 0.05, share
+
+
+def test_clipping_leaves_a_denoiser_inside_the_range_alone_and_is_consistent_with_the_clipped_x0():
+    alpha_bars = DiscreteSchedule.cosine(100).alpha_bars.flip(0)
+    x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    inside = mixture_eps(IMAGE_WEIGHTS, IMAGE_CENTRES, IMAGE_COVS, alpha_bars)
+    for k in (0, 1, 2):  # at the noisiest levels x̂₀ of the exact denoiser is E[x₀ | x_t], inside the range
+        assert torch.allclose(clip_denoised(inside, alpha_bars)(x, k), inside(x, k), atol=1e-9)
+    k = 5
+    a, s = alpha_bars[k].sqrt(), (1 - alpha_bars[k]).sqrt()
+    wild = clip_denoised(lambda x, k: 3 * x, alpha_bars)(x, k)
+    x0 = ((x - s * 3 * x) / a).clamp(-1, 1)
+    assert torch.allclose(wild, (x - a * x0) / s) and torch.allclose((x - s * wild) / a, x0)

@@ -325,7 +325,16 @@ class Diffusion(nn.Module):
     as they are. A conditional model (``num_classes`` set) passes labels to the network, the null class
     ``num_classes`` meaning "no condition" (classifier-free guidance)."""
 
-    SAMPLING_OPTIONS: tuple[str, ...] = ("sampler", "steps", "spacing", "eta", "variance", "guidance", "classifier")
+    SAMPLING_OPTIONS: tuple[str, ...] = (
+        "sampler",
+        "steps",
+        "spacing",
+        "eta",
+        "variance",
+        "guidance",
+        "classifier",
+        "clip",
+    )
 
     def __init__(
         self,
@@ -398,7 +407,9 @@ class Diffusion(nn.Module):
         dpm-solver++; default ddpm on a discrete schedule, heun on a σ schedule), ``steps`` (network evaluations;
         default T, or 35 for heun), ``spacing`` of the times, ``eta`` (ddim), ``variance`` (ddpm: beta-tilde or
         beta), ``guidance`` (scale: classifier-free w, or classifier scale s with ``classifier``: a run directory of
-        a noise-conditional classifier). A conditional model draws uniform labels when y is None."""
+        a noise-conditional classifier), ``clip`` (images: the data prediction x̂₀ clipped to the data range at every
+        step, default true; see ``genbits/sampling/clipping.py``). A conditional model draws uniform labels when y
+        is None."""
         from genbits.sampling import draw
 
         check_how("diffusion", how, self.SAMPLING_OPTIONS)

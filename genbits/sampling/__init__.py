@@ -16,6 +16,7 @@ from genbits.errors import ConfigError
 from genbits.models.base import num_classes_of
 from genbits.models.diffusion import Diffusion, DiscreteSchedule, load_classifier
 from genbits.registry import closest
+from genbits.sampling.clipping import clip_denoised
 from genbits.sampling.guidance import classifier_free, classifier_guidance
 from genbits.sampling.samplers import SAMPLER_FUNCTIONS, SAMPLERS, grid_size
 
@@ -61,9 +62,20 @@ def resolve(model: Diffusion, how: dict[str, Any]) -> tuple[str, int, dict[str, 
     return sampler, steps, options
 
 
+def clipping(model: Diffusion, how: dict[str, Any]) -> bool:
+    """Whether x̂₀ is clipped to [−1, 1] (``clipping.py``): by default on images, never on continuous data (no range)."""
+    clip = how.get("clip", model.levels is not None)
+    if not isinstance(clip, bool):
+        raise ConfigError(f"sampling option clip must be true or false, got {clip!r}")
+    if clip and model.levels is None:
+        raise ConfigError("sampling option clip: this model's data are not images; there is no range to clip x̂₀ to")
+    return clip
+
+
 def draw(model: Diffusion, n: int, y: Tensor | None, generator: torch.Generator | None, **how: Any) -> Tensor:
     """n samples in model space (images in [−1, 1])."""
     sampler, steps, options = resolve(model, how)
+    clip = clipping(model, how)
     scale = number(how, "guidance", 0.0)
     classes = num_classes_of(model)
     classifier = None
@@ -102,6 +114,8 @@ def draw(model: Diffusion, n: int, y: Tensor | None, generator: torch.Generator 
             return classifier.log_prob_class(x, noise, wanted)
 
         eps_fn = classifier_guidance(eps_fn, log_prob, alpha_bars, scale)
+    if clip:
+        eps_fn = clip_denoised(eps_fn, alpha_bars)
 
     x = torch.randn((n, *model.event_shape), generator=generator).to(model.device)
     return SAMPLER_FUNCTIONS[sampler](eps_fn, x, alpha_bars, generator=generator, progress=True, **options)
