@@ -201,7 +201,7 @@ class Parts(torch.nn.Module):
         self.kl = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in kl.items()})
         self.penalty = penalty
 
-    def elbo_parts(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboParts:
+    def elbo_parts(self, x: torch.Tensor, y: torch.Tensor | None = None, noise=None) -> ElboParts:
         return ElboParts(self.reconstruction, dict(self.kl))
 
 
