@@ -303,6 +303,16 @@ def test_samples_lie_on_the_grey_levels_and_temperature_scales_the_priors():
         model.sample(2, temperature=0.0)
 
 
+def test_sample_plots_draw_an_image_grid_not_text(tmp_path):
+    """Nothing on the model may look like the Text protocol's ``decode``: the end-of-training plot would decode it."""
+    from genbits.runs.plots import plot_samples
+
+    model, _ = tiny_hvae()
+    model.eval()
+    plot_samples(model, digits(), tmp_path / "samples.png", torch.Generator().manual_seed(0))
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
 def test_hvae_refuses_data_that_are_not_images():
     config = load_config({"data": "ring", "model": "hvae", "objective": "elbo"})
     from genbits.train.parts import build_parts

@@ -208,7 +208,7 @@ class HierarchicalVAE(nn.Module):
     def absorb(self, g: int, state: Tensor, z: Tensor) -> Tensor:
         return self.merge_latent[g](torch.cat([state, z], dim=1))
 
-    def decode(self, state: Tensor) -> Tensor:
+    def likelihood_params(self, state: Tensor) -> Tensor:
         """The likelihood's parameters, (B, P, C, H, W)."""
         for block in self.postprocess:
             state = block(state)
@@ -235,7 +235,7 @@ class HierarchicalVAE(nn.Module):
             kl[str(g)] = posterior.kl(prior)
             log_ratio = log_ratio + prior.log_prob(z) - posterior.log_prob(z)
             state = self.absorb(g, state, z)
-        return self.likelihood.log_prob(self.decode(state), x), kl, log_ratio
+        return self.likelihood.log_prob(self.likelihood_params(state), x), kl, log_ratio
 
     def elbo_parts(self, x: Tensor, y: Tensor | None = None, noise: ExampleNoise | None = None) -> ElboParts:
         """E_q log p(x | z) (one draw) and the KL of every group per latent unit: what the ``elbo`` objective uses."""
@@ -273,7 +273,7 @@ class HierarchicalVAE(nn.Module):
             state = self.step_down(g, state)
             z = self.prior_of(g, state)[0].sample(generator, t)
             state = self.absorb(g, state, z)
-        return self.likelihood.sample(self.decode(state), generator)
+        return self.likelihood.sample(self.likelihood_params(state), generator)
 
 
 @MODELS.register("hvae")
