@@ -303,6 +303,15 @@ def test_samples_lie_on_the_grey_levels_and_temperature_scales_the_priors():
         model.sample(2, temperature=0.0)
 
 
+def test_the_top_group_alone_is_the_one_top_down_uses():
+    """top_posterior/top_prior (what vae-posterior-holes measures) give the top group's KL in the ELBO."""
+    model, x = tiny_hvae()
+    model.eval()
+    with torch.no_grad():
+        kl = model.top_posterior(x.x).kl(model.top_prior(len(x.x))).sum(1)
+        torch.testing.assert_close(kl, model.elbo_parts(x.x).kl_per_group()["0"])
+
+
 def test_sample_plots_draw_an_image_grid_not_text(tmp_path):
     """Nothing on the model may look like the Text protocol's ``decode``: the end-of-training plot would decode it."""
     from genbits.runs.plots import plot_samples

@@ -267,13 +267,38 @@ class HierarchicalVAE(nn.Module):
         """Ancestral samples (n, C, H, W) in the data's convention; ``temperature`` T scales every prior's σ."""
         refuse_condition("hvae", y)
         check_how("hvae", how, self.SAMPLING_OPTIONS)
-        t = temperature(how)
-        state = self.top.expand(n, *self.top.shape)
+        state = self.descend(self.top.expand(n, *self.top.shape), None, generator, temperature(how))
+        return self.likelihood.sample(self.likelihood_params(state), generator)
+
+    def descend(
+        self, state: Tensor, top: Tensor | None, generator: torch.Generator | None = None, scale: float = 1.0
+    ) -> Tensor:
+        """The decoder's ancestral pass: each group z_g ~ p(z_g | z_<g) (σ scaled by ``scale``; the top group's
+        draw is ``top`` when given) folded into ``state``; returns the final state."""
         for g in range(self.groups):
             state = self.step_down(g, state)
-            z = self.prior_of(g, state)[0].sample(generator, t)
+            z = top if g == 0 and top is not None else self.prior_of(g, state)[0].sample(generator, scale)
             state = self.absorb(g, state, z)
-        return self.likelihood.sample(self.likelihood_params(state), generator)
+        return state
+
+    # ------------------------------------------------------------------------------------------------
+    # The top group alone: where a 2-D top latent (2 channels at 1×1) can be drawn and its holes measured.
+
+    def top_prior(self, n: int) -> Normal:
+        """p(z_0), (n, L, H, W) parameters: the top group's prior (N(0, I) up to the σ floor)."""
+        return self.prior_of(0, self.top.expand(n, *self.top.shape))[0]
+
+    def top_posterior(self, x: Tensor) -> Normal:
+        """q(z_0 | x): the top group's posterior depends on x alone (the decoder's state there is a constant)."""
+        state = self.top.expand(len(x), *self.top.shape)
+        _, mu, log_sigma = self.prior_of(0, state)
+        return self.posterior_of(0, state, self.bottom_up(x)[0], mu, log_sigma)
+
+    @torch.no_grad()
+    def decode_top(self, top: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """E[x | z]: the top group given (B, L, H, W), the lower groups drawn from their priors."""
+        state = self.descend(self.top.expand(len(top), *self.top.shape), top, generator)
+        return self.likelihood.mean(self.likelihood_params(state))
 
 
 @MODELS.register("hvae")
