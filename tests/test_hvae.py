@@ -312,6 +312,21 @@ def test_the_top_group_alone_is_the_one_top_down_uses():
         torch.testing.assert_close(kl, model.elbo_parts(x.x).kl_per_group()["0"])
 
 
+def test_the_stream_noise_gives_each_example_its_own_draws_however_the_batch_is_split():
+    """With the batch's ExampleNoise, each example's k importance draws do not depend on which shard holds it (what
+    makes DDP shards train as one process), and the k copies of an example draw different noise."""
+    from genbits.train.stream import BatchStream
+
+    model, _ = tiny_hvae()
+    model.eval()
+    batch = next(BatchStream(digits(), 8, seed=0))
+    with torch.no_grad():
+        whole = model.log_weights(batch.x, k=3, noise=batch.noise)
+        halves = [model.log_weights(batch.x[i], k=3, noise=batch.noise[i]) for i in (slice(0, 5), slice(5, 8))]
+    torch.testing.assert_close(torch.cat(halves, 1), whole)
+    assert (whole[0] != whole[1]).all()
+
+
 def test_sample_plots_draw_an_image_grid_not_text(tmp_path):
     """Nothing on the model may look like the Text protocol's ``decode``: the end-of-training plot would decode it."""
     from genbits.runs.plots import plot_samples
