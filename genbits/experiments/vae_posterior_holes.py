@@ -256,8 +256,8 @@ def table(results: dict[str, Any]) -> str:
             lines.append(
                 f"| {label} | {seed} | {s['hole_mass_0.01']:.3f} ± {s['hole_mass_0.01_stderr']:.3f} | "
                 f"{s['hole_mass_0.1']:.3f} ± {s['hole_mass_0.1_stderr']:.3f} | {_fmt(s['confidence_holes'])} | "
-                f"{_fmt(s['confidence_covered'])} | {_fmt(s['fid_holes'], 1)} | "
-                f"{_fmt(s['fid_covered'], 1)} ({s['fid_n']}) |"
+                f"{_fmt(s['confidence_covered'])} | {_fmt(s.get('fid_holes'), 1)} | "
+                f"{_fmt(s.get('fid_covered'), 1)} ({s.get('fid_n', '–')}) |"
             )
     lines += [
         "",
@@ -268,13 +268,13 @@ def table(results: dict[str, Any]) -> str:
     for label, s in results["summary"].items():
         lines.append(
             f"| {label} | {_fmt(s['hole_mass_0.01'])} | {_fmt(s['hole_mass_0.1'])} | {_fmt(s['confidence_gap'])} "
-            f"| {_fmt(s['fid_holes'], 1)} | {_fmt(s['fid_covered'], 1)} |"
+            f"| {_fmt(s.get('fid_holes'), 1)} | {_fmt(s.get('fid_covered'), 1)} |"
         )
     lines += [
         "",
         f"FID: decoded prior samples against {AGGREGATE_N:,} training images on the classifier's features, the same "
-        f"number n of samples from holes and from elsewhere (– where n < {FID_MIN}). {HVAE}: its 2-D top latent, "
-        "reported beside the rule (a smaller training budget), not judged by it.",
+        f"number n of samples from holes and from elsewhere (– where n < {FID_MIN} or not measured). {HVAE}: its 2-D "
+        "top latent, reported beside the rule (a smaller training budget), not judged by it.",
         "",
         f"Claim: {results['claim']}. Rule (fixed before running): {results['rule']}.",
         f"Verdict: **{results['verdict']}**.",
