@@ -303,6 +303,40 @@ def test_samples_lie_on_the_grey_levels_and_temperature_scales_the_priors():
         model.sample(2, temperature=0.0)
 
 
+def test_the_top_group_alone_is_the_one_top_down_uses():
+    """top_posterior/top_prior (what vae-posterior-holes measures) give the top group's KL in the ELBO."""
+    model, x = tiny_hvae()
+    model.eval()
+    with torch.no_grad():
+        kl = model.top_posterior(x.x).kl(model.top_prior(len(x.x))).sum(1)
+        torch.testing.assert_close(kl, model.elbo_parts(x.x).kl_per_group()["0"])
+
+
+def test_the_stream_noise_gives_each_example_its_own_draws_however_the_batch_is_split():
+    """With the batch's ExampleNoise, each example's k importance draws do not depend on which shard holds it (what
+    makes DDP shards train as one process), and the k copies of an example draw different noise."""
+    from genbits.train.stream import BatchStream
+
+    model, _ = tiny_hvae()
+    model.eval()
+    batch = next(BatchStream(digits(), 8, seed=0))
+    with torch.no_grad():
+        whole = model.log_weights(batch.x, k=3, noise=batch.noise)
+        halves = [model.log_weights(batch.x[i], k=3, noise=batch.noise[i]) for i in (slice(0, 5), slice(5, 8))]
+    torch.testing.assert_close(torch.cat(halves, 1), whole)
+    assert (whole[0] != whole[1]).all()
+
+
+def test_sample_plots_draw_an_image_grid_not_text(tmp_path):
+    """Nothing on the model may look like the Text protocol's ``decode``: the end-of-training plot would decode it."""
+    from genbits.runs.plots import plot_samples
+
+    model, _ = tiny_hvae()
+    model.eval()
+    plot_samples(model, digits(), tmp_path / "samples.png", torch.Generator().manual_seed(0))
+    assert (tmp_path / "samples.png").stat().st_size > 0
+
+
 def test_hvae_refuses_data_that_are_not_images():
     config = load_config({"data": "ring", "model": "hvae", "objective": "elbo"})
     from genbits.train.parts import build_parts

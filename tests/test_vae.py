@@ -201,7 +201,7 @@ class Parts(torch.nn.Module):
         self.kl = torch.nn.ParameterDict({k: torch.nn.Parameter(v) for k, v in kl.items()})
         self.penalty = penalty
 
-    def elbo_parts(self, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboParts:
+    def elbo_parts(self, x: torch.Tensor, y: torch.Tensor | None = None, noise=None) -> ElboParts:
         return ElboParts(self.reconstruction, dict(self.kl))
 
 
@@ -239,6 +239,23 @@ def test_the_objectives_add_the_model_regularization():
     losses = Elbo()(model, Batch(torch.zeros(1, 1)))
     assert losses.per_player["model"].item() == pytest.approx(1.5 + 0.25)
     assert losses.metrics["regularization"].item() == pytest.approx(0.25)
+
+
+def test_the_stream_noise_gives_each_example_its_own_draws_however_the_batch_is_split():
+    """With the batch's ExampleNoise, an example's k posterior draws do not depend on the shard that holds it, and
+    its k draws differ: the IWAE objective under DDP is the full batch's."""
+    from genbits.train.stream import BatchStream
+
+    data = build_dataset("digits", {"binarize": True})
+    model = MODELS.build(
+        "vae", {"latent": 3, "width": 16, "likelihood": "bernoulli"}, event_shape=(1, 8, 8), dataset=data
+    )
+    batch = next(BatchStream(data, 8, seed=0))
+    with torch.no_grad():
+        whole = model.log_weights(batch.x, k=3, noise=batch.noise)
+        halves = [model.log_weights(batch.x[i], k=3, noise=batch.noise[i]) for i in (slice(0, 5), slice(5, 8))]
+    torch.testing.assert_close(torch.cat(halves, 1), whole)
+    assert (whole[0] != whole[1]).all()
 
 
 def test_iwae_objective_is_log_mean_exp_of_the_weights():

@@ -21,15 +21,19 @@ def tiny(monkeypatch):
     monkeypatch.setattr(vae_posterior_holes, "CPU", ["data=digits", "data.binarize=true", "model.width=16"])
     monkeypatch.setattr(vae_posterior_holes, "AGGREGATE_N", 50)
     monkeypatch.setattr(vae_posterior_holes, "PRIOR_SAMPLES", 200)
+    monkeypatch.setattr(vae_posterior_holes, "FID_MIN", 20)
+    top_2d = [*vae_posterior_holes.TOP_2D, "model.scales=4"]  # 8 → 4 → 2 → 1
+    monkeypatch.setattr(vae_posterior_holes, "HVAE_CPU", ("hvae-digits", top_2d))
 
 
 def test_posterior_holes_smoke_measures_every_variant(tiny, tmp_path):
     args = ["experiment", "vae-posterior-holes", "--run-dir", str(tmp_path), "--seeds", "1", "--steps", "3"]
     assert main([*args, "--no-progress"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["runs"]) == set(vae_posterior_holes.VARIANTS)
+    assert set(results["runs"]) == {*vae_posterior_holes.VARIANTS, vae_posterior_holes.HVAE}
     for (seed,) in results["runs"].values():
         assert 0 <= seed["hole_mass_0.01"] <= seed["hole_mass_0.1"] <= 1
+        assert seed["fid_n"] < 20 or seed["fid_holes"] >= 0 and seed["fid_covered"] >= 0
     assert results["verdict"] in ("holds", "fails", "undecided at this budget")
     assert (tmp_path / "figure.png").stat().st_size > 0 and "Verdict" in (tmp_path / "table.md").read_text()
 

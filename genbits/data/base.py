@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from genbits.train.stream import ExampleNoise
 
 
 def require(condition: bool, message: str) -> None:
@@ -16,16 +20,19 @@ def require(condition: bool, message: str) -> None:
 
 @dataclass
 class Batch:
-    """One batch. ``y`` holds class labels (mixture component for toys) or None where a dataset has none."""
+    """One batch. ``y`` holds class labels (mixture component for toys) or None where a dataset has none; ``noise``
+    the training stream's per-example noise (``train/stream.py``) for models that draw some, None elsewhere."""
 
     x: Tensor  # (B, *event_shape)
     y: Tensor | None = None  # (B,) int64
+    noise: ExampleNoise | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(self.x.to(device), None if self.y is None else self.y.to(device))
+        return Batch(self.x.to(device), None if self.y is None else self.y.to(device), self.noise)
 
     def __getitem__(self, index: slice | Tensor) -> Batch:
-        return Batch(self.x[index], None if self.y is None else self.y[index])
+        noise = None if self.noise is None else self.noise[index]
+        return Batch(self.x[index], None if self.y is None else self.y[index], noise)
 
     def __len__(self) -> int:
         return self.x.shape[0]

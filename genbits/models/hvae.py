@@ -21,6 +21,7 @@ The bits:
 
 The model offers its bound in parts (``elbo_parts``, genbits.models.latent) and importance weights
 (``log_weights``), so ``genbits eval --metrics nll,iwae,kl`` apply as for the VAE, in the likelihood's convention.
+Both draw their posterior noise from the batch's per-example ``noise`` in training (group g is draw g), as the VAE.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from genbits.nn.likelihoods import LIKELIHOODS, build_likelihood
 from genbits.nn.nvae import BN_MOMENTUM, GenerativeCell, ResidualCell
 from genbits.nn.regularization import SpectralRegularization
 from genbits.registry import MODELS
+from genbits.train.stream import ExampleNoise
 
 CLAMP, SIGMA_FLOOR = 5.0, 1e-2  # NVAE's soft clamp 5·tanh(x/5) and σ = exp(log σ) + 0.01
 
@@ -55,9 +57,10 @@ class Normal:
             mu, log_sigma = tanh_clamp(mu, CLAMP), tanh_clamp(log_sigma, CLAMP)
         return cls(mu, log_sigma.exp() + SIGMA_FLOOR)
 
-    def sample(self, generator: torch.Generator | None = None, scale: float = 1.0) -> Tensor:
-        """μ + scale·σ·ε (reparameterized); ``scale`` is the sampling temperature."""
-        eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
+    def sample(self, generator: torch.Generator | None = None, scale: float = 1.0, eps: Tensor | None = None) -> Tensor:
+        """μ + scale·σ·ε (reparameterized); ``scale`` is the sampling temperature, ``eps`` given noise (else drawn)."""
+        if eps is None:
+            eps = torch.randn(self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype)
         return self.mu + scale * self.sigma * eps
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -68,6 +71,12 @@ class Normal:
         """KL(self ‖ other) per latent unit, (B, units), in closed form:
         log(σ_p/σ_q) + (σ_q² + (μ_q − μ_p)²)/(2σ_p²) − ½."""
         return kl_diagonal_normals(self.mu, self.sigma.log(), other.mu, other.sigma.log()).flatten(1)
+
+
+def group_noise(noise: ExampleNoise, g: int, like: Tensor, copies: int) -> Tensor:
+    """Group g's base noise shaped as ``like`` (copies·B, L, H, W), copy-major as ``Tensor.repeat`` stacks x."""
+    eps = noise.normal((copies, *like.shape[1:]), draw=g, device=like.device, dtype=like.dtype)  # (B, copies, ...)
+    return eps.transpose(0, 1).reshape(like.shape)
 
 
 def halved(size: tuple[int, int]) -> tuple[int, int]:
@@ -199,7 +208,7 @@ class HierarchicalVAE(nn.Module):
     def absorb(self, g: int, state: Tensor, z: Tensor) -> Tensor:
         return self.merge_latent[g](torch.cat([state, z], dim=1))
 
-    def decode(self, state: Tensor) -> Tensor:
+    def likelihood_params(self, state: Tensor) -> Tensor:
         """The likelihood's parameters, (B, P, C, H, W)."""
         for block in self.postprocess:
             state = block(state)
@@ -209,9 +218,12 @@ class HierarchicalVAE(nn.Module):
     # ------------------------------------------------------------------------------------------------
     # Bounds.
 
-    def top_down(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def top_down(
+        self, x: Tensor, noise: ExampleNoise | None = None, copies: int = 1
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """One posterior draw z ~ q(z | x): log p(x | z) (B,), the closed-form KL of each group g (top first) per
-        latent unit (B, units), and log p(z) − log q(z) at the draw (B,)."""
+        latent unit (B, units), and log p(z) − log q(z) at the draw (B,). ``x`` may hold ``copies`` stacked copies
+        of the batch that ``noise`` describes (k importance draws)."""
         features = self.bottom_up(x)
         state = self.top.expand(len(x), *self.top.shape)
         kl, log_ratio = {}, x.new_zeros(len(x))
@@ -219,16 +231,16 @@ class HierarchicalVAE(nn.Module):
             state = self.step_down(g, state)
             prior, prior_mu, prior_log_sigma = self.prior_of(g, state)
             posterior = self.posterior_of(g, state, feature, prior_mu, prior_log_sigma)
-            z = posterior.sample()
+            z = posterior.sample(eps=None if noise is None else group_noise(noise, g, posterior.mu, copies))
             kl[str(g)] = posterior.kl(prior)
             log_ratio = log_ratio + prior.log_prob(z) - posterior.log_prob(z)
             state = self.absorb(g, state, z)
-        return self.likelihood.log_prob(self.decode(state), x), kl, log_ratio
+        return self.likelihood.log_prob(self.likelihood_params(state), x), kl, log_ratio
 
-    def elbo_parts(self, x: Tensor, y: Tensor | None = None) -> ElboParts:
+    def elbo_parts(self, x: Tensor, y: Tensor | None = None, noise: ExampleNoise | None = None) -> ElboParts:
         """E_q log p(x | z) (one draw) and the KL of every group per latent unit: what the ``elbo`` objective uses."""
         refuse_condition("hvae", y)
-        reconstruction, kl, _ = self.top_down(x)
+        reconstruction, kl, _ = self.top_down(x, noise)
         return ElboParts(reconstruction, kl)
 
     def elbo_terms(self, x: Tensor, y: Tensor | None = None) -> dict[str, Tensor]:
@@ -239,11 +251,11 @@ class HierarchicalVAE(nn.Module):
         """The ELBO per example (B,), nats: reconstruction − Σ_g KL_g."""
         return self.elbo_parts(x, y).elbo()
 
-    def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
+    def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1, noise: ExampleNoise | None = None) -> Tensor:
         """log w_i = log p(x, z_i) − log q(z_i | x) for k posterior draws per example, (k, B): the IWAE bound and
         the importance-sampled NLL."""
         refuse_condition("hvae", y)
-        log_p, _, log_ratio = self.top_down(x.repeat(k, *(1,) * (x.dim() - 1)))
+        log_p, _, log_ratio = self.top_down(x.repeat(k, *(1,) * (x.dim() - 1)), noise, k)
         return (log_p + log_ratio).view(k, len(x))
 
     def regularization(self) -> Tensor:
@@ -255,13 +267,38 @@ class HierarchicalVAE(nn.Module):
         """Ancestral samples (n, C, H, W) in the data's convention; ``temperature`` T scales every prior's σ."""
         refuse_condition("hvae", y)
         check_how("hvae", how, self.SAMPLING_OPTIONS)
-        t = temperature(how)
-        state = self.top.expand(n, *self.top.shape)
+        state = self.descend(self.top.expand(n, *self.top.shape), None, generator, temperature(how))
+        return self.likelihood.sample(self.likelihood_params(state), generator)
+
+    def descend(
+        self, state: Tensor, top: Tensor | None, generator: torch.Generator | None = None, scale: float = 1.0
+    ) -> Tensor:
+        """The decoder's ancestral pass: each group z_g ~ p(z_g | z_<g) (σ scaled by ``scale``; the top group's
+        draw is ``top`` when given) folded into ``state``; returns the final state."""
         for g in range(self.groups):
             state = self.step_down(g, state)
-            z = self.prior_of(g, state)[0].sample(generator, t)
+            z = top if g == 0 and top is not None else self.prior_of(g, state)[0].sample(generator, scale)
             state = self.absorb(g, state, z)
-        return self.likelihood.sample(self.decode(state), generator)
+        return state
+
+    # ------------------------------------------------------------------------------------------------
+    # The top group alone: where a 2-D top latent (2 channels at 1×1) can be drawn and its holes measured.
+
+    def top_prior(self, n: int) -> Normal:
+        """p(z_0), (n, L, H, W) parameters: the top group's prior (N(0, I) up to the σ floor)."""
+        return self.prior_of(0, self.top.expand(n, *self.top.shape))[0]
+
+    def top_posterior(self, x: Tensor) -> Normal:
+        """q(z_0 | x): the top group's posterior depends on x alone (the decoder's state there is a constant)."""
+        state = self.top.expand(len(x), *self.top.shape)
+        _, mu, log_sigma = self.prior_of(0, state)
+        return self.posterior_of(0, state, self.bottom_up(x)[0], mu, log_sigma)
+
+    @torch.no_grad()
+    def decode_top(self, top: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """E[x | z]: the top group given (B, L, H, W), the lower groups drawn from their priors."""
+        state = self.descend(self.top.expand(len(top), *self.top.shape), top, generator)
+        return self.likelihood.mean(self.likelihood_params(state))
 
 
 @MODELS.register("hvae")

@@ -4,18 +4,23 @@ A latent model's ELBO, log p(x) ≥ E_q[log p(x | z)] − KL(q(z | x) ‖ p(z)),
 (:class:`ElboParts`): the reconstruction term and the KL of every latent group, per latent unit where the model can
 factorize it. The objective (``objectives/elbo.py``) combines them with β, KL warm-up, free bits and KL balancing;
 evaluation reports them. Importance weighting (IWAE bound, importance-sampled NLL) needs only
-``log_weights(x, y, k)``: k draws of log p(x, z) − log q(z | x). A model with a training-only penalty (spectral
-regularization) offers ``regularization()``, which the objective adds to the loss.
+``log_weights(x, y, k)``: k draws of log p(x, z) − log q(z | x). Both take the batch's per-example ``noise`` (the
+training stream's, ``train/stream.py``) for their posterior draws, so that DDP shards train as one process. A model
+with a training-only penalty (spectral regularization) offers ``regularization()``, which the objective adds to the
+loss.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from genbits.train.stream import ExampleNoise
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -49,14 +54,16 @@ class ElboParts:
 class HasElboParts(Protocol):
     """A latent model whose ELBO comes in parts (what the ``elbo`` objective trains)."""
 
-    def elbo_parts(self, x: Tensor, y: Tensor | None = None) -> ElboParts: ...
+    def elbo_parts(self, x: Tensor, y: Tensor | None = None, noise: ExampleNoise | None = None) -> ElboParts: ...
 
 
 @runtime_checkable
 class ImportanceWeighted(Protocol):
     """A latent model with an encoder: log w_i = log p(x, z_i) − log q(z_i | x), z_i ~ q(z | x), (k, B)."""
 
-    def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor: ...
+    def log_weights(
+        self, x: Tensor, y: Tensor | None = None, k: int = 1, noise: ExampleNoise | None = None
+    ) -> Tensor: ...
 
 
 @runtime_checkable

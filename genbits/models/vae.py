@@ -16,7 +16,9 @@ importance-sampled NLL (``models/latent.py``). The pieces:
   pseudo-inputs (Tomczak & Welling 2018).
 
 With a Gaussian posterior and the normal prior the KL is closed form per unit; otherwise it is the one-sample
-estimate log q(z | x) − log p(z), still an unbiased term of the same ELBO.
+estimate log q(z | x) − log p(z), still an unbiased term of the same ELBO. In training the reparameterization noise
+comes from the batch's per-example ``noise`` (``train/stream.py``), so a run split over processes trains exactly as
+one process; without it (evaluation) from the global RNG.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from genbits.nn.activations import ACTIVATIONS, ActivationName
 from genbits.nn.likelihoods import LIKELIHOODS, Likelihood, build_likelihood
 from genbits.nn.norms import ACTIVATION_NORMS, activation_norm
 from genbits.registry import MODELS
+from genbits.train.stream import ExampleNoise
 
 LOG_SCALE_BOUND = 8.0  # posterior log σ ∈ [−8, 8] by a soft clamp: no exp overflow early in training
 
@@ -169,11 +172,16 @@ class VAE(nn.Module):
         loc, log_scale = self.posterior_head(self.encoder(x)).chunk(2, dim=-1)
         return loc, soft_clamp(log_scale, LOG_SCALE_BOUND)
 
-    def rsample_posterior(self, x: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def rsample_posterior(
+        self, x: Tensor, k: int, noise: ExampleNoise | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """k reparameterized draws z ~ q(z | x) per example: z (k, B, latent), log q(z | x) (k, B), and the Gaussian's
-        (loc, log σ)."""
+        (loc, log σ). The base noise comes from ``noise`` when given, else from the global RNG."""
         loc, log_scale = self.posterior(x)
-        eps = torch.randn((k, *loc.shape), device=loc.device, dtype=loc.dtype)
+        if noise is None:
+            eps = torch.randn((k, *loc.shape), device=loc.device, dtype=loc.dtype)
+        else:
+            eps = noise.normal((k, self.latent), device=loc.device, dtype=loc.dtype).transpose(0, 1)
         z = loc + torch.exp(log_scale) * eps
         log_q = diagonal_normal_log_prob(z, loc, log_scale).sum(-1)
         if self.posterior_flow is not None:
@@ -211,9 +219,9 @@ class VAE(nn.Module):
 
     # -- the bounds
 
-    def elbo_parts(self, x: Tensor, y: Tensor | None = None) -> ElboParts:
+    def elbo_parts(self, x: Tensor, y: Tensor | None = None, noise: ExampleNoise | None = None) -> ElboParts:
         refuse_condition("vae", y)
-        z, log_q, loc, log_scale = self.rsample_posterior(x, 1)
+        z, log_q, loc, log_scale = self.rsample_posterior(x, 1, noise)
         reconstruction = self.likelihood.log_prob(self.decoder(z[0]), x)
         if self.analytic_kl:
             kl = kl_diagonal_normals(loc, log_scale, torch.zeros_like(loc), torch.zeros_like(log_scale))
@@ -229,12 +237,12 @@ class VAE(nn.Module):
         """``reconstruction`` (−log p(x | z)) and ``kl/z``, nats: they sum to −ELBO."""
         return self.elbo_parts(x, y).terms()
 
-    def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1) -> Tensor:
+    def log_weights(self, x: Tensor, y: Tensor | None = None, k: int = 1, noise: ExampleNoise | None = None) -> Tensor:
         """log p(x | z_i) + log p(z_i) − log q(z_i | x) for k draws z_i ~ q(z | x): (k, B)."""
         refuse_condition("vae", y)
         if k < 1:
             raise ValueError(f"k (importance samples) must be >= 1, got {k}")
-        z, log_q, _, _ = self.rsample_posterior(x, k)
+        z, log_q, _, _ = self.rsample_posterior(x, k, noise)
         params = self.decoder(z.reshape(-1, self.latent))
         repeated = x.unsqueeze(0).expand(k, *x.shape).reshape(-1, *x.shape[1:])
         log_px = self.likelihood.log_prob(params, repeated).reshape(k, len(x))

@@ -82,7 +82,7 @@ class Elbo(Objective):
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         if not isinstance(model, HasElboParts):
             raise ConfigError(f"objective 'elbo' needs a latent-variable model; {type(model).__name__} has no ELBO")
-        parts = model.elbo_parts(batch.x, _condition(model, batch))
+        parts = model.elbo_parts(batch.x, _condition(model, batch), batch.noise)
         beta = self.kl_weight()
         kl = self.penalized_kl(parts)
         if self.kl_balancing and beta < 1.0:
@@ -111,7 +111,7 @@ class Iwae(Objective):
     def __call__(self, model: nn.Module, batch: Batch) -> Losses:
         if not isinstance(model, ImportanceWeighted):
             raise ConfigError(f"objective 'iwae' needs a latent-variable model with an encoder; {type(model).__name__}")
-        bound = iwae_bound(model.log_weights(batch.x, _condition(model, batch), self.k)).mean()
+        bound = iwae_bound(model.log_weights(batch.x, _condition(model, batch), self.k, batch.noise)).mean()
         metrics = {"iwae": bound.detach()}
         return Losses({"model": _regularized(model, -bound, metrics)}, metrics)
 

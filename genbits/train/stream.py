@@ -1,13 +1,18 @@
 """A resumable, process-sharded stream of batches: batch k depends only on (seed, k), never on history.
 
 Every process draws the same global batch order and keeps its own slice, so N processes with batch B/N see exactly
-the batches one process with batch B would see; resuming needs only the position k.
+the batches one process with batch B would see; resuming needs only the position k. Each batch carries
+:class:`ExampleNoise`, so a model's own randomness (a VAE's reparameterization noise) splits the same way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from torch import Tensor
 
 from genbits.data.base import Batch, SampledDataset, TensorDataset
 from genbits.errors import ConfigError
@@ -17,6 +22,31 @@ def seeded_generator(*keys: int) -> torch.Generator:
     """A torch generator seeded from a tuple of integers (well mixed, so nearby keys give unrelated streams)."""
     seed = int(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]).generate_state(1, np.uint64)[0])
     return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class ExampleNoise:
+    """Standard normal noise per example that does not depend on how a batch is split over processes or
+    micro-batches: every draw is made for the whole global batch from a generator keyed by (``keys``, draw), and a
+    (micro-)batch keeps its own examples' rows. Cheap (latents are small) and free of the global RNG's history."""
+
+    keys: tuple[int, ...]
+    size: int  # examples in the global batch
+    rows: Tensor  # (B,) int64: where this batch's examples sit in it
+
+    def normal(
+        self,
+        shape: Sequence[int],
+        draw: int = 0,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """(B, *shape) standard normals; ``draw`` numbers a batch's independent draws (one per latent group, say)."""
+        full = torch.randn(self.size, *shape, generator=seeded_generator(*self.keys, draw), dtype=dtype)
+        return (full if len(self.rows) == self.size else full[self.rows]).to(device)
+
+    def __getitem__(self, index: slice | Tensor) -> ExampleNoise:
+        return ExampleNoise(self.keys, self.size, self.rows[index])
 
 
 class BatchStream:
@@ -38,13 +68,15 @@ class BatchStream:
         self._epoch_order: tuple[int, torch.Tensor] | None = None
 
     def __next__(self) -> Batch:
-        batch = self.global_batch(self.position)
-        self.position += 1
+        k, self.position = self.position, self.position + 1
+        batch = self.global_batch(k)
         share = self.batch_size // self.world
         mine = batch[self.rank * share : (self.rank + 1) * share]
+        rows = torch.arange(self.rank * share, (self.rank + 1) * share)
         return Batch(
             mine.x.to(self.device, self.dtype if mine.x.is_floating_point() else None),
             None if mine.y is None else mine.y.to(self.device),
+            ExampleNoise((self.seed, k, 3), self.batch_size, rows),
         )
 
     def __iter__(self) -> BatchStream:
