@@ -9,8 +9,9 @@ logits (genbits' registered ``vae`` with ``arch=mlp``; pythae gets the same laye
 ``Encoder_ResNet_VAE_MNIST`` / ``Decoder_ResNet_AE_MNIST`` (three strided convs, two residual blocks, 16 latents;
 transposed convs back), and in genbits' ``VAE`` the same layers written out below (its posterior head is one
 linear layer for (μ, log σ), theirs two; the decoder ends in logits, theirs in a sigmoid: the parameter counts are
-printed and equal). Both: standard normal prior, Adam 1e-3, batch 128, dynamically binarized training images
-(genbits' data stream, the same batches for both).
+printed and equal). Both: standard normal prior, Adam 1e-3 as torch's fused kernel on both sides (genbits'
+``optim.fused``), batch 128, dynamically binarized training images (genbits' data stream, the same batches for
+both).
 
 genbits trains as its loop does, through its ``gd`` rule on a ``GradientField`` with the stream's batches (per-
 example noise included); pythae through its ``forward(...).loss``, ``backward``, Adam. Training alternates chunks of
@@ -168,7 +169,7 @@ class Genbits:
         self.model = ours(arch, data).train()
         self.objective = Elbo()
         field = GradientField(self.model, self.objective, {"model": self.model})
-        optim = load_config({"optim": {"optimizer": "adam", "lr": LR}}).optim
+        optim = load_config({"optim": {"optimizer": "adam", "lr": LR, "fused": True}}).optim
         self.rule = RULES.build("gd", {}, players={"model": self.model}, optim=optim, field=field)
 
     def step(self, batch: Batch) -> None:
@@ -183,7 +184,7 @@ class Pythae:
 
     def __init__(self, arch: str):
         self.model = theirs(arch).train()
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR, fused=True)
 
     def step(self, batch: Batch) -> None:
         self.optimizer.zero_grad(set_to_none=True)

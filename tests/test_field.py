@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from genbits.config import OptimConfig
 from genbits.data.base import Batch
-from genbits.errors import NonFiniteLoss
+from genbits.errors import ConfigError, NonFiniteLoss
 from genbits.objectives.base import Losses
 from genbits.optim.field import GradientField, Term
 from genbits.optim.rules import Batches, GradientStep, lr_factor
@@ -77,7 +77,9 @@ def test_non_finite_loss_raises_before_any_update():
     assert all(torch.equal(p, q) for p, q in zip(w.parameters(), before, strict=True))
 
 
-def test_gd_rule_equals_a_hand_written_adam_step():
+@pytest.mark.parametrize("fused", [False, True])
+def test_gd_rule_equals_a_hand_written_adam_step(fused):
+    """Bit for bit, with torch's default Adam or (``optim.fused``) its fused kernel."""
     torch.manual_seed(0)
     w = nn.Linear(3, 1)
     ref = nn.Linear(3, 1)
@@ -87,8 +89,8 @@ def test_gd_rule_equals_a_hand_written_adam_step():
     def loss(model, batch):
         return Losses({"model": (model(batch.x) ** 2).mean()})
 
-    rule = GradientStep({"model": w}, OptimConfig(lr=0.1), GradientField(w, loss, {"model": w}))
-    opt = torch.optim.Adam(ref.parameters(), lr=0.1, fused=True)  # as the rule builds it on CPU
+    rule = GradientStep({"model": w}, OptimConfig(lr=0.1, fused=fused), GradientField(w, loss, {"model": w}))
+    opt = torch.optim.Adam(ref.parameters(), lr=0.1, fused=fused or None)
     for _ in range(3):
         rule.step(Batches(Batch(x), lambda: None))
         opt.zero_grad()
@@ -96,6 +98,13 @@ def test_gd_rule_equals_a_hand_written_adam_step():
         opt.step()
     for p, q in zip(w.parameters(), ref.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_fused_is_refused_where_torch_has_no_fused_kernel():
+    w = nn.Linear(1, 1)
+    field = GradientField(w, lambda m, b: Losses({"model": m(b.x).sum()}), {"model": w})
+    with pytest.raises(ConfigError, match="optim.fused: torch fuses adam and adamw only"):
+        GradientStep({"model": w}, OptimConfig(optimizer="sgd", fused=True), field)
 
 
 def test_lr_schedule_warmup_then_cosine():

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from genbits.config import OptimConfig, PlayerOptim
 from genbits.data.base import Batch
+from genbits.errors import ConfigError
 from genbits.metrics.dynamics import Dynamics
 from genbits.objectives.base import Losses
 from genbits.optim.field import GradientField, Grads
@@ -51,13 +52,18 @@ def fusable(params: list[nn.Parameter] | list[dict[str, Any]]) -> bool:
 
 
 def make_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], s: PlayerOptim) -> torch.optim.Optimizer:
-    """A torch optimizer from resolved per-player settings (``params``: tensors or parameter groups). Adam and AdamW
-    run fused (one kernel over all parameters, the same update) where torch has the kernel: on one CPU thread that
-    is about 3× faster than the per-tensor loop, a sixth of a small MLP's training step."""
+    """A torch optimizer from resolved per-player settings (``params``: tensors or parameter groups). ``fused``:
+    Adam/AdamW as one kernel over all parameters (torch's ``fused=True``), the same update up to float rounding."""
+    if s.fused and (s.optimizer not in ("adam", "adamw") or not fusable(params)):
+        raise ConfigError(
+            f"optim.fused: torch fuses adam and adamw only, over floating-point parameters all on CPU or all on CUDA "
+            f"(optimizer {s.optimizer!r}); set optim.fused=false"
+        )
     if s.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
-        fused = fusable(params) or None
-        return cls(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay, fused=fused)
+        return cls(
+            params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay, fused=s.fused or None
+        )
     if s.optimizer == "adamax":
         return torch.optim.Adamax(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
     if s.optimizer == "sgd":
