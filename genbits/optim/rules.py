@@ -61,9 +61,7 @@ def make_optimizer(params: list[nn.Parameter] | list[dict[str, Any]], s: PlayerO
         )
     if s.optimizer in ("adam", "adamw"):
         cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
-        return cls(
-            params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay, fused=s.fused or None
-        )
+        return cls(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay, fused=s.fused or None)
     if s.optimizer == "adamax":
         return torch.optim.Adamax(params, lr=s.lr, betas=tuple(s.betas), eps=s.eps, weight_decay=s.weight_decay)
     if s.optimizer == "sgd":
