@@ -158,6 +158,8 @@ EXPERIMENT_TESTS = {
     "pixelcnn-guidance": "test_pixelcnn_guidance.py::test_smoke_scores_every_scale",
     "diffusion-samplers": "test_diffusion_experiments.py::test_diffusion_samplers_smoke_writes_results_and_figure",
     "diffusion-guidance": "test_diffusion_guidance.py::test_guidance_sweep_runs_end_to_end_at_smoke_size",
+    "lm-entropy-collapse": "test_lm_experiments.py::test_entropy_collapse_smoke_reads_entropy_per_layer",
+    "lm-adam-vs-sgd": "test_lm_experiments.py::test_adam_vs_sgd_smoke_picks_each_best_lr",
 }
 
 

@@ -304,6 +304,24 @@ def test_text_runs_resume_exactly(corpus, tmp_path):
     assert_same_state(final_state(tmp_path / "straight"), final_state(tmp_path / "resumed"))
 
 
+@pytest.mark.parametrize("change", ["new character", "same number of characters"])
+def test_a_changed_corpus_under_a_run_is_a_one_line_error_and_nothing_is_lost(corpus, tmp_path, capsys, change):
+    """Resume, sample and eval of a run whose corpus now has other characters refuse in one line, run untouched."""
+    config = load_config(text_config(corpus, steps=2))
+    train(config, tmp_path / "lm", progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "lm").rglob("*") if p.is_file()}
+    edit = PERIOD.replace("!", "?") if change == "same number of characters" else PERIOD + "Q"
+    for name in ("a", "b"):
+        (corpus / name).write_text(edit * 20, encoding="utf-8")
+    with pytest.raises(ConfigError, match="trained on 11 .*start a new --run-dir"):
+        train(load_config(config.to_dict(), ["train.steps=4"]), tmp_path / "lm", progress=False)
+    for command in (["sample", str(tmp_path / "lm"), "-n", "5"], ["eval", str(tmp_path / "lm")]):
+        assert main(command) != 0
+        err = capsys.readouterr().err.strip()
+        assert "this run was trained on 11 (" in err and "\n" not in err, err
+    assert {p: p.read_bytes() for p in (tmp_path / "lm").rglob("*") if p.is_file()} == before
+
+
 # ----------------------------------------------------------------------------------------------------
 # Loop options.
 

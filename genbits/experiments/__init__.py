@@ -16,6 +16,8 @@ from genbits.experiments import (
     gan_mog_rk4_step,
     gan_spectral_norm,
     latent_families,
+    lm_adam_vs_sgd,
+    lm_entropy_collapse,
     mode_seeking,
     nvae_bits,
     pixelcnn_guidance,
@@ -36,5 +38,6 @@ EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": l
 EXPERIMENTS |= {"nvae-bits": nvae_bits}
 EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
 EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
+EXPERIMENTS |= {"lm-entropy-collapse": lm_entropy_collapse, "lm-adam-vs-sgd": lm_adam_vs_sgd}
 
 __all__ = ["EXPERIMENTS"]
