@@ -344,7 +344,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
             label = f"lr {r['lr']}" if r["seed"] == 0 else None
             ax.plot(r["steps"], lowest, color=colors[r["lr"]], lw=0.9, label=label)
         ax.axhline(COLLAPSE * runs[0]["uniform_entropy"], color="k", ls="--", lw=0.8)
-        ax.set(title=variant, xlabel="step", ylabel="lowest layer attention entropy (nats)")
+        ax.set(title=variant, xlabel="step", ylabel="lowest layer attention entropy (nats)", ylim=(0, None))
     axes[0].legend(fontsize=7)
     ax = axes[-1]
     top = max((r["val_bits_per_char"] for r in runs if r["val_bits_per_char"] is not None), default=5.0) + 0.3
