@@ -162,6 +162,10 @@ EPILOG = {
           gan-mog-rk4-step   RK4 + γ at h 0.05…0.6, same steps, both MoG toys: the step gan-mog uses
           diffusion-samplers  one DDPM on the ring sampled by ddpm/ddim/heun/dpm-solver++ at 5…1000 NFE, and the
                          same samplers on the exact denoiser: FID vs NFE and a verdict on few-step sampling (~8 min)
+          lm-entropy-collapse  post-LN char transformer, Adam lr 1e-3…1e-1 × plain / σReparam / QK-norm, 3 seeds:
+                             attention entropy per layer, spikes, failures, validation bits/char (~4 min)
+          lm-adam-vs-sgd     the same transformer (pre-LN) with Adam vs SGD+momentum, each at its best lr of a
+                             small grid, 3 seeds: validation bits/char (~4 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 5
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).
