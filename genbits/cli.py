@@ -168,6 +168,10 @@ EPILOG = {
                          profile over t: which steps carry the bits (~6 min)
           diffusion-guidance  classifier-free (w) and classifier guidance (s, by a noise-conditional classifier trained
                          beside the model) on diffusion-fmnist14: accuracy, precision/recall, FID per scale (~6 min)
+          lm-entropy-collapse  post-LN char transformer, Adam lr 1e-3…1e-1 × plain / σReparam / QK-norm, 3 seeds:
+                             attention entropy per layer, spikes, failures, validation bits/char (~4 min)
+          lm-adam-vs-sgd     the same transformer (pre-LN) with Adam vs SGD+momentum, each at its best lr of a
+                             small grid, 3 seeds: validation bits/char (~4 min)
         example:
           genbits experiment mode-seeking --run-dir runs/mode-seeking --seeds 5
         Writes results.json and figure.png into the run directory (one sub-run per preset and seed).

@@ -160,6 +160,8 @@ EXPERIMENT_TESTS = {
     "diffusion-guidance": "test_diffusion_guidance.py::test_guidance_sweep_runs_end_to_end_at_smoke_size",
     "diffusion-stability": "test_diffusion_stability.py::test_diffusion_stability_smoke_scores_both_families",
     "diffusion-elbo": "test_diffusion_elbo.py::test_diffusion_elbo_smoke_scores_every_arm",
+    "lm-entropy-collapse": "test_lm_experiments.py::test_entropy_collapse_smoke_reads_entropy_per_layer",
+    "lm-adam-vs-sgd": "test_lm_experiments.py::test_adam_vs_sgd_smoke_picks_each_best_lr",
 }
 
 

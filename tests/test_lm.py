@@ -29,6 +29,7 @@ from genbits.optim.field import GradientField
 from genbits.optim.rules import decay_groups
 from genbits.runs import load_run
 from genbits.train import train
+from genbits.train.stream import BatchStream, seeded_generator
 
 PERIOD = "hello, world!\n"  # "l" is followed by "l", "o" or "d": greedy decoding needs the context
 
@@ -302,6 +303,33 @@ def test_text_runs_resume_exactly(corpus, tmp_path):
     train(load_config(config, ["train.steps=2"]), tmp_path / "resumed", progress=False)
     train(load_config(config), tmp_path / "resumed", progress=False)
     assert_same_state(final_state(tmp_path / "straight"), final_state(tmp_path / "resumed"))
+
+
+def test_text_batches_are_slices_of_the_concatenated_epoch_orders_across_epoch_boundaries():
+    """Batch k is positions kB..(k+1)B of the epochs' shuffled orders laid end to end, also where it spans two."""
+    data = TextDataset(torch.arange(40) % 7, "abcdefg", 4, "train")  # 37 blocks: batches of 8 straddle epochs
+    stream = BatchStream(data, 8, seed=3)
+    orders = torch.cat([torch.randperm(len(data), generator=seeded_generator(3, e, 1)) for e in range(4)])
+    for k in range(12):
+        assert torch.equal(next(stream).x, data.get(orders[8 * k : 8 * (k + 1)]).x), k
+
+
+@pytest.mark.parametrize("change", ["new character", "same number of characters"])
+def test_a_changed_corpus_under_a_run_is_a_one_line_error_and_nothing_is_lost(corpus, tmp_path, capsys, change):
+    """Resume, sample and eval of a run whose corpus now has other characters refuse in one line, run untouched."""
+    config = load_config(text_config(corpus, steps=2))
+    train(config, tmp_path / "lm", progress=False)
+    before = {p: p.read_bytes() for p in (tmp_path / "lm").rglob("*") if p.is_file()}
+    edit = PERIOD.replace("!", "?") if change == "same number of characters" else PERIOD + "Q"
+    for name in ("a", "b"):
+        (corpus / name).write_text(edit * 20, encoding="utf-8")
+    with pytest.raises(ConfigError, match="trained on 11 .*start a new --run-dir"):
+        train(load_config(config.to_dict(), ["train.steps=4"]), tmp_path / "lm", progress=False)
+    for command in (["sample", str(tmp_path / "lm"), "-n", "5"], ["eval", str(tmp_path / "lm")]):
+        assert main(command) != 0
+        err = capsys.readouterr().err.strip()
+        assert "this run was trained on 11 (" in err and "\n" not in err, err
+    assert {p: p.read_bytes() for p in (tmp_path / "lm").rglob("*") if p.is_file()} == before
 
 
 # ----------------------------------------------------------------------------------------------------

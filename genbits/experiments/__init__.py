@@ -18,6 +18,8 @@ from genbits.experiments import (
     gan_mog_rk4_step,
     gan_spectral_norm,
     latent_families,
+    lm_adam_vs_sgd,
+    lm_entropy_collapse,
     mode_seeking,
     nvae_bits,
     pixelcnn_guidance,
@@ -39,5 +41,6 @@ EXPERIMENTS |= {"nvae-bits": nvae_bits}
 EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
 EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
 EXPERIMENTS |= {"diffusion-stability": diffusion_stability, "diffusion-elbo": diffusion_elbo}
+EXPERIMENTS |= {"lm-entropy-collapse": lm_entropy_collapse, "lm-adam-vs-sgd": lm_adam_vs_sgd}
 
 __all__ = ["EXPERIMENTS"]

@@ -102,6 +102,19 @@ class TransformerLM(nn.Module):
                 residual = name.endswith(("attention.out.weight", "mlp.2.weight"))
                 nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * depth) if residual else 0.02)
 
+    def _load_from_state_dict(self, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        """Refuse a checkpoint trained on other characters (the corpus under the run changed) in one line, before
+        any weight is touched: its token ids would mean other characters, or not fit at all."""
+        stored = state.get(prefix + "vocab")
+        if stored is not None and not torch.equal(stored.cpu(), self.vocab.cpu()):
+            old, new = (set(map(chr, v.tolist())) for v in (stored, self.vocab))
+            changed = [f"{what} {''.join(sorted(c))!r}" for what, c in (("new", new - old), ("gone", old - new)) if c]
+            raise ConfigError(
+                f"data: the corpus has {len(new)} distinct characters, this run was trained on {len(old)} "
+                f"({', '.join(changed)}); point data.path at the text it was trained on, or start a new --run-dir"
+            )
+        super()._load_from_state_dict(state, prefix, *args)
+
     @property
     def observing(self) -> bool:
         """Record attention entropies in forward passes (the diagnostics turn it on for logged steps)."""

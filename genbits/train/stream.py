@@ -86,10 +86,14 @@ class BatchStream:
         if isinstance(self.dataset, SampledDataset):
             return self.dataset.sample(self.batch_size, seeded_generator(self.seed, k))
         n = len(self.dataset)
-        start = k * self.batch_size
-        index = torch.cat([self._order(e) for e in range(start // n, (start + self.batch_size - 1) // n + 1)])
-        offset = start - (start // n) * n
-        return self.dataset.get(index[offset : offset + self.batch_size], seeded_generator(self.seed, k, 2))
+        start, stop = k * self.batch_size, (k + 1) * self.batch_size
+        # only the batch's slice of each epoch it spans: copying a whole epoch's order (a text corpus has an example
+        # per character, millions) every step cost milliseconds
+        parts = [
+            self._order(e)[max(start - e * n, 0) : min(stop - e * n, n)] for e in range(start // n, (stop - 1) // n + 1)
+        ]
+        index = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self.dataset.get(index, seeded_generator(self.seed, k, 2))
 
     def _order(self, epoch: int) -> torch.Tensor:
         """The shuffled order of one epoch (cached: consecutive batches mostly share it)."""
