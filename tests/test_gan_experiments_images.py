@@ -126,7 +126,7 @@ def test_adam_beta1_judges_the_better_low_momentum_against_0_9():
     assert gan_adam_beta1.decide({"0": curves(200, 210), "0.5": curves(180, 190), "0.9": curves(150, 160)}) == "fails"
 
 
-def test_adam_beta1_curves_have_one_point_per_checkpoint_at_any_thread_count(smoke, monkeypatch, tmp_path):
+def test_adam_beta1_curves_at_any_thread_count(smoke, monkeypatch, tmp_path):
     """One point per checkpoint; and the numbers do not depend on the caller's torch threads (the runs and their
     scoring pin the preset's one thread; with ``train.threads=0`` this test fails), which is why the slow reruns
     assert the same verdict at 1 or 2 threads."""
