@@ -24,6 +24,7 @@ from genbits.experiments import (
     nvae_bits,
     pixelcnn_guidance,
     vae_posterior_holes,
+    vae_posterior_holes_digits,
 )
 
 EXPERIMENTS = {"mode-seeking": mode_seeking, "divergences": divergences, "dirac-gan": dirac_gan, "gan-mog": gan_mog}
@@ -37,6 +38,7 @@ EXPERIMENTS |= {
     "gan-late-degradation": gan_late_degradation,
 }
 EXPERIMENTS |= {"vae-posterior-holes": vae_posterior_holes, "latent-families": latent_families}
+EXPERIMENTS |= {"vae-posterior-holes-digits": vae_posterior_holes_digits}
 EXPERIMENTS |= {"nvae-bits": nvae_bits}
 EXPERIMENTS |= {"pixelcnn-guidance": pixelcnn_guidance}
 EXPERIMENTS |= {"diffusion-samplers": diffusion_samplers}
