@@ -286,9 +286,10 @@ def table(results: dict[str, Any]) -> str:
             f"| {label} | {_fmt(s['hole_mass_0.01'])} | {_fmt(s['hole_mass_0.1'])} | {_fmt(s['confidence_gap'])} "
             f"| {_fmt(s.get('fid_holes'), 1)} | {_fmt(s.get('fid_covered'), 1)} |"
         )
+    real = results.get("aggregate_n", AGGREGATE_N)
     lines += [
         "",
-        f"FID: decoded prior samples against {results.get('aggregate_n', AGGREGATE_N):,} training images on the classifier's features, the same "
+        f"FID: decoded prior samples against {real:,} training images on the classifier's features, the same "
         f"number n of samples from holes and from elsewhere (– where n < {FID_MIN} or not measured). {HVAE}: its 2-D "
         "top latent, reported beside the rule (a smaller training budget), not judged by it.",
         "",
