@@ -153,6 +153,7 @@ EXPERIMENT_TESTS = {
     "gan-batch-size": "test_gan_experiments_images.py::test_batch_size_runs_fixed_steps_beside_fixed_samples",
     "gan-conditioning": "test_gan_experiments_images.py::test_conditioning_reports_fid_intra_class_fid_and_accuracy",
     "vae-posterior-holes": "test_vae_experiments.py::test_posterior_holes_smoke_measures_every_variant",
+    "vae-posterior-holes-digits": "test_vae_experiments.py::test_posterior_holes_smoke_measures_every_variant",
     "latent-families": "test_vae_experiments.py::test_latent_families_smoke_scores_every_family",
     "nvae-bits": "test_nvae_bits.py::test_smoke_one_step_writes_table_figure_and_results",
     "pixelcnn-guidance": "test_pixelcnn_guidance.py::test_smoke_scores_every_scale",

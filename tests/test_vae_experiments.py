@@ -24,12 +24,17 @@ def tiny(monkeypatch):
     monkeypatch.setattr(vae_posterior_holes, "FID_MIN", 20)
     top_2d = [*vae_posterior_holes.TOP_2D, "model.scales=4"]  # 8 → 4 → 2 → 1
     monkeypatch.setattr(vae_posterior_holes, "HVAE_CPU", ("hvae-digits", top_2d))
+    monkeypatch.setattr(vae_posterior_holes, "DIGITS", ["data=digits", "data.binarize=true", "model.width=16"])
+    monkeypatch.setattr(vae_posterior_holes, "DIGITS_HVAE", ("hvae-digits", top_2d))
 
 
-def test_posterior_holes_smoke_measures_every_variant(tiny, tmp_path):
-    args = ["experiment", "vae-posterior-holes", "--run-dir", str(tmp_path), "--seeds", "1", "--steps", "3"]
+@pytest.mark.parametrize("digits", [False, True])
+def test_posterior_holes_smoke_measures_every_variant(tiny, tmp_path, digits):
+    name = "vae-posterior-holes-digits" if digits else "vae-posterior-holes"
+    args = ["experiment", name, "--run-dir", str(tmp_path), "--seeds", "1", "--steps", "3"]
     assert main([*args, "--no-progress"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
+    assert results["data"] == ("digits" if digits else "fashion-mnist")
     assert set(results["runs"]) == {*vae_posterior_holes.VARIANTS, vae_posterior_holes.HVAE}
     for (seed,) in results["runs"].values():
         assert 0 <= seed["hole_mass_0.01"] <= seed["hole_mass_0.1"] <= 1
@@ -104,6 +109,7 @@ RECORDED = Path(__file__).parent.parent / "docs" / "results"
     ("section", "module", "recorded"),
     [
         ("VAE posterior holes", vae_posterior_holes, "vae-posterior-holes.json"),
+        ("VAE posterior holes on digits", vae_posterior_holes, "vae-posterior-holes-digits.json"),
         ("Latent families: exact likelihood vs bounds", latent_families, "latent-families.json"),
     ],
 )
