@@ -57,9 +57,9 @@ def rerun(name: str, run_dir: Path, *args: str) -> dict:
 
 @pytest.mark.slow
 def test_gan_mog_claims_rerun_to_the_readme_verdicts(tmp_path, monkeypatch):
-    """The ring at the size the README quotes (3 seeds, 1,500 steps, every arm): each claim's verdict."""
+    """The ring at the size the README quotes (5 seeds, 1,500 steps, every arm): each claim's verdict."""
     monkeypatch.setattr(gan_mog, "DATASETS", {"ring": "gan-ring"})
-    results = rerun("gan-mog", tmp_path, "--seeds", "3", "--steps", "1500")
+    results = rerun("gan-mog", tmp_path, "--seeds", "5", "--steps", "1500")
     assert {c["claim"]: c["verdict"] for c in results["claims"]} == {
         c.claim: readme_verdict(c.claim) for c in gan_mog.COMPARISONS
     }
