@@ -132,6 +132,22 @@ def test_training_reaches_the_best_gaussian_and_load_run_gives_ema_model(tmp_pat
     assert run.config.train.steps == 300
 
 
+def test_ema_decay_zero_is_the_live_model_without_a_copy_per_step(tmp_path):
+    """EMA off (decay 0): sampling and evaluation see the live weights, and the average shares their storage, so
+    no step spends time copying the model; the checkpoint still carries an "ema" entry (loadable as before)."""
+    from genbits.train.ema import EMA
+
+    model = torch.nn.Linear(3, 2)
+    average = EMA(model, 0.0)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    average.update(model)
+    assert all(average.shadow[n].data_ptr() == p.data_ptr() for n, p in model.named_parameters())
+    assert torch.equal(average.state_dict()["shadow"]["weight"], model.weight)
+    train(config("train.steps=20", "train.ema_decay=0"), tmp_path, progress=False)
+    assert torch.equal(load_run(tmp_path).model.mean, load_run(tmp_path, ema=False).model.mean)
+
+
 def genbits_cmd(*args):
     return [sys.executable, "-m", "genbits", *args]
 

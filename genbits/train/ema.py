@@ -14,16 +14,19 @@ class EMA:
 
     The warm-up on d keeps early averages from being dominated by the random initialisation (with a plain 0.999,
     13% of a 2,000-step average would still be the init). Buffers are not averaged: the live ones are used.
+    With decay 0 the average is the live weights: the shadow shares their storage, so no step copies a tensor.
     """
 
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
-        self.shadow = {name: p.detach().clone() for name, p in model.named_parameters()}
+        self.shadow = {name: p.detach() if decay == 0 else p.detach().clone() for name, p in model.named_parameters()}
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
+        if self.decay == 0:
+            return  # the shadow is the live weights
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
         for name, p in model.named_parameters():
             self.shadow[name].lerp_(p.detach(), 1 - d)
