@@ -105,18 +105,19 @@ def test_gaussian_default_sampling_is_temperature_one_and_log_prob_ignores_sampl
 
 @pytest.mark.parametrize("transform", ["spline-coupling", "maf"])
 def test_flow_temperature_scales_the_base_noise(transform: str) -> None:
-    """Samples at temperature T map back (through the data → noise transform) to T times the generator's noise."""
+    """Samples at temperature T map back (through the data → noise transform) to T times the generator's noise.
+    In float64: a spline's float32 round trip is off by ~1e-4 at a few steep bins, which says nothing about T."""
     torch.manual_seed(0)
-    model = flow((2,), transform=transform, layers=2, hidden=(16,), bins=6).eval()
+    model = flow((2,), transform=transform, layers=2, hidden=(16,), bins=6).double().eval()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.3 * torch.randn_like(p))
     t = 0.6
     x = model.sample(500, generator=torch.Generator().manual_seed(5), temperature=t)
-    noise = torch.randn(500, 2, generator=torch.Generator().manual_seed(5))
+    noise = torch.randn(500, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     with torch.no_grad():
         z, _ = model.transform(x)
-    torch.testing.assert_close(z, t * noise, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(z, t * noise, rtol=1e-9, atol=1e-9)
     default = model.sample(500, generator=torch.Generator().manual_seed(5))
     assert torch.equal(default, model.sample(500, generator=torch.Generator().manual_seed(5), temperature=1))
 

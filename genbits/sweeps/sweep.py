@@ -159,7 +159,8 @@ def run_job(
     """Train (or resume), judge and evaluate one run, and write its status.json.
 
     One top-level function serves every executor, so the local pool and Ray run exactly the same thing.
-    ``threads`` pins torch's intra-op threads outside the config, so changing --workers does not change a run.
+    ``threads`` pins torch's intra-op threads outside the config (``run_sweep`` keeps a sweep's first choice when
+    it resumes), so changing --workers does not change a run.
     """
     rules = rules or OutcomeRules()
     start = time.perf_counter()
@@ -400,10 +401,13 @@ def run_sweep(
     runs = plan(base, parsed, seeds)
     sweep_dir = Path(sweep_dir)
     spec = {"source": str(source), "overrides": list(overrides), "config": base, "grid": parsed, "seeds": seeds}
-    claim(sweep_dir, {**spec, "rules": asdict(rules), "executor": executor})
+    # a resumed sweep keeps its first threads: on some CPUs 1 and 2 threads round differently, so a run resumed
+    # under another --workers would not continue as if never interrupted
+    earlier = read_spec(sweep_dir).get("threads") if is_sweep(sweep_dir) else None
+    threads = threads or base_config.train.threads or earlier or default_threads(executor, workers)
+    claim(sweep_dir, {**spec, "rules": asdict(rules), "executor": executor, "threads": threads})
     finished = {r.name: status for r in runs if (status := read_status(sweep_dir / r.name)) is not None}
     todo = [r for r in runs if r.name not in finished]
-    threads = threads or base_config.train.threads or default_threads(executor, workers)
     calls: list[Call] = [(base, r.overrides, str(sweep_dir / r.name), threads, rules) for r in todo]
     names = {call[2]: r.name for call, r in zip(calls, todo, strict=True)}
     counts = Counter(status["outcome"] for status in finished.values())
