@@ -22,8 +22,8 @@ samples/s is the median over chunks, timing the training steps only. Then:
 - the ELBO each reached at that equal wall-clock, on the same 2,000 fixed-binarized test images (each with its own
   loss: genbits' ``elbo`` objective, pythae's ``loss``; both are the one-sample ELBO with the closed-form KL);
 - (``mlp``) the importance-sampled NLL of genbits' trained weights copied into pythae's model: genbits' estimator
-  (``metrics/latent.py``) vs pythae's ``get_nll`` on the same ``--nll-n`` test images with K = ``--nll-k``, and
-  how much of their gap float32 saturation of pythae's sigmoid explains (``saturation``).
+  (``metrics/latent.py``) vs pythae's ``get_nll`` on the same ``--nll-n`` test images with K = ``--nll-k``,
+  ``--nll-repeats`` times with fresh importance samples.
 """
 
 from __future__ import annotations
