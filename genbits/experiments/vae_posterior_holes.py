@@ -150,11 +150,16 @@ def latent_view(model: torch.nn.Module) -> VAE | TopLatent:
     return TopLatent(model) if isinstance(model, HierarchicalVAE) else model
 
 
+def aggregate_size(dataset: Any) -> int:
+    """How many training images form the aggregate posterior: AGGREGATE_N, or the whole split if it is smaller."""
+    return min(AGGREGATE_N, len(dataset))
+
+
 @torch.no_grad()
 def measure(model: VAE | TopLatent, dataset: Any, classifier: torch.nn.Module, seed: int) -> dict[str, Any]:
     model.eval()
     generator = torch.Generator().manual_seed(seed)
-    x = dataset.get(torch.arange(min(AGGREGATE_N, len(dataset))), generator).x
+    x = dataset.get(torch.arange(aggregate_size(dataset)), generator).x
     z = model.sample_prior(PRIOR_SAMPLES, generator=generator)
     log_ratio = log_aggregate_posterior(model, x, z) - model.prior_log_prob(z)
     result: dict[str, Any] = {}
@@ -210,7 +215,7 @@ def run(
             measured = measure(model, fitted.dataset, classifier, seed)
             results["runs"][label].append({k: v for k, v in measured.items() if k != "posterior_means"})
             first.setdefault(label, (model, fitted.dataset, measured["posterior_means"]))
-            results["aggregate_n"] = min(AGGREGATE_N, len(fitted.dataset))
+    results["aggregate_n"] = aggregate_size(first[BASELINE][1])  # every arm trains on the same split
     results["summary"] = summary(results["runs"])
     results |= {"claim": CLAIM, "rule": RULE, **decide(results["summary"])}
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
@@ -307,7 +312,7 @@ def figure(first: dict[str, Any], classifier: torch.nn.Module, path: Path) -> No
     side = torch.linspace(-4, 4, 120)
     grid = torch.stack(torch.meshgrid(side, side, indexing="xy"), -1).reshape(-1, 2)
     for column, (label, (model, dataset, means)) in enumerate(first.items()):
-        x = dataset.get(torch.arange(min(AGGREGATE_N, len(dataset))), torch.Generator().manual_seed(0)).x
+        x = dataset.get(torch.arange(aggregate_size(dataset)), torch.Generator().manual_seed(0)).x
         log_q = log_aggregate_posterior(model, x, grid).reshape(120, 120)
         log_p = model.prior_log_prob(grid).reshape(120, 120)
         ax = axes[0, column]
